@@ -1,0 +1,12 @@
+"""Tensor, Function, the backward engine, grad mode and gradcheck."""
+
+from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.function import Function
+from layerwise.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from layerwise.autograd.engine import backward, unbroadcast
+from layerwise.autograd.gradcheck import gradcheck
+
+__all__ = [
+    "Tensor", "Function", "backward", "unbroadcast", "gradcheck",
+    "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
+]

@@ -1,0 +1,113 @@
+"""Reverse-mode differentiation: walk the recorded graph from one output back to the leaves.
+
+The walk is iterative (an explicit stack, not recursion), so a chain of 10,000 ops is no
+problem. Gradients meet in a dict keyed by node; a leaf that requires grad accumulates into
+``.grad``. Each node's saved arrays are dropped as soon as its backward has run, unless the
+caller asks to keep the graph.
+"""
+
+from layerwise.backend import xp
+
+
+def topological_order(root):
+    """Tensors reachable from ``root`` through recorded ops, each after all it depends on."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        tensor, children_done = stack.pop()
+        if children_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        ctx = tensor._ctx
+        if ctx is not None and ctx.parents is not None:  # None: freed by an earlier backward
+            for parent in ctx.parents:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def backward(root, grad=None, retain_graph=False):
+    """Accumulate d(root)/d(leaf) into every leaf's ``.grad``."""
+    from layerwise.autograd.tensor import Tensor
+
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward() called on a tensor that does not require grad; "
+            "did you compute it under no_grad() or from tensors without requires_grad=True?"
+        )
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(
+                f"backward() without a gradient argument needs a scalar output, got shape "
+                f"{tuple(root.shape)}; pass grad= of the same shape, or reduce with .sum() first"
+            )
+        grad = xp.ones_like(root.data)
+    else:
+        grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=root.data.dtype)
+        if grad.shape != root.data.shape:
+            raise RuntimeError(
+                f"gradient of shape {grad.shape} does not match output of shape {root.data.shape}"
+            )
+
+    grads = {id(root): grad}
+    for tensor in reversed(topological_order(root)):
+        g = grads.pop(id(tensor), None)
+        ctx = tensor._ctx
+        if ctx is None:  # a leaf
+            if g is not None:
+                _accumulate_leaf(tensor, g)
+            continue
+        if g is None:
+            continue
+        if tensor._retains_grad:
+            _accumulate_leaf(tensor, g)
+        if ctx.parents is None:
+            raise RuntimeError(
+                "trying to backward through the graph a second time; its saved values were "
+                "freed. Pass retain_graph=True to the first backward() if you need this."
+            )
+        input_grads = ctx.backward(g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for parent, needs, pg in zip(ctx.parents, ctx.needs_input_grad, input_grads):
+            if not needs or pg is None:
+                continue
+            key = id(parent)
+            previous = grads.get(key)
+            grads[key] = pg if previous is None else previous + pg
+        if not retain_graph:
+            _free(tensor, ctx)
+
+
+def _accumulate_leaf(tensor, g):
+    from layerwise.autograd.tensor import Tensor
+
+    if g.dtype != tensor.data.dtype:
+        g = g.astype(tensor.data.dtype)
+    if tensor.grad is None:
+        tensor.grad = Tensor(g)
+    else:
+        tensor.grad = Tensor(tensor.grad.data + g)
+
+
+def _free(tensor, ctx):
+    """Drop what backward saved, keep the parents list as a marker that this node is spent."""
+    ctx.__dict__.clear()
+    ctx.parents = None

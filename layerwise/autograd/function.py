@@ -1,0 +1,37 @@
+"""Function: one differentiable primitive, its forward and backward side by side.
+
+A subclass writes ``forward(self, *arrays, **params) -> array`` and
+``backward(self, grad) -> tuple of arrays (or None) per tensor input``, storing on ``self``
+only what backward needs. ``apply`` runs forward on the arrays inside the tensors and, when a
+graph is being recorded, links the output to this node so the engine can walk back.
+"""
+
+from layerwise.autograd import grad_mode
+from layerwise.autograd.tensor import Tensor
+
+
+class Function:
+    parents = ()
+    needs_input_grad = ()
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        """Inputs are Tensors (the differentiable arguments); params are plain values."""
+        ctx = cls()
+        track = grad_mode._enabled and any(t.requires_grad for t in inputs)
+        if track:
+            ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        out = Tensor(ctx.forward(*[t.data for t in inputs], **params), requires_grad=track)
+        if track:
+            ctx.parents = inputs
+            out._ctx = ctx
+        return out
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"

@@ -1,0 +1,141 @@
+"""Tensor: an array, whether it needs a gradient, its gradient, and the op that made it.
+
+Arithmetic, reductions and the other ops are attached as methods by ``layerwise.ops``;
+this file holds only what the graph itself needs.
+"""
+
+from layerwise import backend
+from layerwise.backend import xp
+
+
+class Tensor:
+    __slots__ = ("data", "requires_grad", "grad", "_ctx", "_retains_grad", "__weakref__", "__dict__")
+    __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False):
+        # Internal constructor: ``data`` is already an xp array. Users call lw.tensor().
+        self.data = data
+        self.requires_grad = requires_grad
+        self.grad = None
+        self._ctx = None
+        self._retains_grad = False
+
+    # --- what it is ---------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def device(self):
+        return "cpu"
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    # --- leaving the graph --------------------------------------------------------------
+    def numpy(self):
+        if self.requires_grad:
+            raise RuntimeError(
+                "can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()"
+            )
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data, requires_grad=False)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not backend.is_floating(self.dtype):
+            raise RuntimeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor after backward."""
+        self._retains_grad = True
+        return self
+
+    # --- the graph ----------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False):
+        from layerwise.autograd.engine import backward
+
+        backward(self, gradient, retain_graph=retain_graph)
+
+    # --- conversion ---------------------------------------------------------------------
+    def to(self, dtype_or_device=None, dtype=None):
+        """``t.to(lw.float64)`` or ``t.to("cpu")``; only the CPU exists in this backend."""
+        target = dtype if dtype is not None else dtype_or_device
+        if target is None or (isinstance(target, str) and target == "cpu"):
+            return self
+        if isinstance(target, str) and target.startswith("cuda"):
+            raise RuntimeError("this build of layerwise has no GPU backend; use the CPU")
+        return self.type(target)
+
+    def cpu(self):
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                "use .any() or .all()"
+            )
+        return bool(self.data)
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        body = xp.array2string(self.data, separator=", ", prefix="tensor(")
+        extras = []
+        if self.dtype != backend.default_float() and self.dtype != backend.int64:
+            extras.append(f"dtype={self.dtype}")
+        if self._ctx is not None:
+            extras.append(f"grad_fn={type(self._ctx).__name__}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"tensor({body}" + "".join(", " + e for e in extras) + ")"

@@ -1,0 +1,125 @@
+"""Activation functions.
+
+Each has its own backward because the derivative is cheapest in terms of the output
+(sigmoid, tanh) or needs a stable form (softplus); composing them from exp/log would save
+more arrays and overflow for large inputs.
+"""
+
+import math
+
+from layerwise.backend import erf, xp
+from layerwise.autograd.function import Function
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class LeakyReLU(Function):
+    def forward(self, x, negative_slope=0.01):
+        self.slope = xp.where(x > 0, 1.0, negative_slope).astype(x.dtype)
+        return x * self.slope
+
+    def backward(self, g):
+        return g * self.slope
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        # 1/(1+exp(-x)) overflows exp for very negative x; the tanh form never does.
+        self.out = 0.5 * (1 + xp.tanh(0.5 * x))
+        return self.out
+
+    def backward(self, g):
+        return g * self.out * (1 - self.out)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.out = xp.tanh(x)
+        return self.out
+
+    def backward(self, g):
+        return g * (1 - self.out * self.out)
+
+
+class Softplus(Function):
+    """log(1 + exp(beta x)) / beta, computed as max(z, 0) + log1p(exp(-|z|)) to avoid overflow."""
+
+    def forward(self, x, beta=1.0, threshold=20.0):
+        z = beta * x
+        self.sig = 0.5 * (1 + xp.tanh(0.5 * z))  # d softplus / dx = sigmoid(beta x)
+        out = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
+        linear = z > threshold  # PyTorch reverts to the identity above the threshold
+        self.sig = xp.where(linear, 1.0, self.sig).astype(x.dtype)
+        return xp.where(linear, x, out).astype(x.dtype)
+
+    def backward(self, g):
+        return g * self.sig
+
+
+class GELU(Function):
+    """x * Phi(x) (Hendrycks & Gimpel 2016); 'tanh' uses their tanh approximation, as GPT-2 does."""
+
+    def forward(self, x, approximate="none"):
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
+        return x * self.cdf
+
+    def backward(self, g):
+        x = self.x
+        if self.approximate == "tanh":
+            dinner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x * x)
+            return g * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * dinner)
+        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return g * (self.cdf + x * pdf)
+
+
+class SiLU(Function):
+    """x * sigmoid(x) (Elfwing et al. 2017), one saved sigmoid instead of a product's two inputs."""
+
+    def forward(self, x):
+        self.x = x
+        self.sig = 0.5 * (1 + xp.tanh(0.5 * x))
+        return x * self.sig
+
+    def backward(self, g):
+        return g * self.sig * (1 + self.x * (1 - self.sig))
+
+
+def relu(x):
+    return ReLU.apply(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyReLU.apply(x, negative_slope=negative_slope)
+
+
+def sigmoid(x):
+    return Sigmoid.apply(x)
+
+
+def tanh(x):
+    return Tanh.apply(x)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    return Softplus.apply(x, beta=beta, threshold=threshold)
+
+
+def gelu(x, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(x, approximate=approximate)
+
+
+def silu(x):
+    return SiLU.apply(x)

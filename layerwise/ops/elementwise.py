@@ -1,0 +1,277 @@
+"""Elementwise arithmetic and math, with broadcasting.
+
+Binary ops reduce their gradients back to each input's shape (``unbroadcast``), so
+``(B, C) + (C,)`` gives the bias a gradient of shape ``(C,)``.
+"""
+
+from layerwise.backend import xp
+from layerwise.autograd.engine import unbroadcast
+from layerwise.autograd.function import Function
+from layerwise.autograd.tensor import Tensor
+from layerwise.ops._convert import as_tensor_like
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return unbroadcast(g, self.shapes[0]), unbroadcast(g, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, g):
+        return unbroadcast(g, self.shapes[0]), unbroadcast(-g, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        ga = unbroadcast(g * self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = unbroadcast(g * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        ga = unbroadcast(g / self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = unbroadcast(-g * self.a / (self.b * self.b), self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class PowScalar(Function):
+    """x ** p for a constant p: the common case, one saved array."""
+
+    def forward(self, x, exponent):
+        self.x, self.exponent = x, exponent
+        return x**exponent
+
+    def backward(self, g):
+        p = self.exponent
+        return g * p * self.x ** (p - 1)
+
+
+class Pow(Function):
+    """a ** b with both differentiable: d/db = a**b * log(a)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = a**b
+        return self.out
+
+    def backward(self, g):
+        ga = unbroadcast(g * self.b * self.a ** (self.b - 1), self.a.shape) if self.needs_input_grad[0] else None
+        gb = None
+        if self.needs_input_grad[1]:
+            with xp.errstate(divide="ignore", invalid="ignore"):
+                log_a = xp.where(self.a > 0, xp.log(xp.where(self.a > 0, self.a, 1)), 0)
+            gb = unbroadcast(g * self.out * log_a, self.b.shape)
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return -g
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.out = xp.exp(x)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return xp.log(x)
+
+    def backward(self, g):
+        return g / self.x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.out = xp.sqrt(x)
+        return self.out
+
+    def backward(self, g):
+        return g / (2 * self.out)
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.sign = xp.sign(x)
+        return xp.abs(x)
+
+    def backward(self, g):
+        return g * self.sign
+
+
+class Clamp(Function):
+    """Gradient passes where min <= x <= max (inclusive, as in PyTorch)."""
+
+    def forward(self, x, min=None, max=None):
+        self.inside = xp.ones(x.shape, dtype=bool)
+        if min is not None:
+            self.inside &= x >= min
+        if max is not None:
+            self.inside &= x <= max
+        return xp.clip(x, min, max)
+
+    def backward(self, g):
+        return g * self.inside
+
+
+class Maximum(Function):
+    """Ties split the gradient evenly between both inputs, as PyTorch does."""
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        self.share_a = (a > b) + 0.5 * (a == b)
+        return xp.maximum(a, b)
+
+    def backward(self, g):
+        return unbroadcast(g * self.share_a, self.shapes[0]), unbroadcast(g * (1 - self.share_a), self.shapes[1])
+
+
+class Where(Function):
+    def forward(self, a, b, condition):
+        self.condition, self.shapes = condition, (a.shape, b.shape)
+        return xp.where(condition, a, b)
+
+    def backward(self, g):
+        zero = xp.zeros((), dtype=g.dtype)
+        return (
+            unbroadcast(xp.where(self.condition, g, zero), self.shapes[0]),
+            unbroadcast(xp.where(self.condition, zero, g), self.shapes[1]),
+        )
+
+
+class Cast(Function):
+    def forward(self, x, dtype):
+        self.in_dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.in_dtype)
+
+
+# --- functional forms -------------------------------------------------------------------
+
+
+def _pair(a, b):
+    if not isinstance(a, Tensor):
+        a = as_tensor_like(a, b)
+    return a, as_tensor_like(b, a)
+
+
+def add(a, b):
+    return Add.apply(*_pair(a, b))
+
+
+def sub(a, b):
+    return Sub.apply(*_pair(a, b))
+
+
+def mul(a, b):
+    return Mul.apply(*_pair(a, b))
+
+
+def div(a, b):
+    a, b = _pair(a, b)
+    if not a.dtype.kind == "f" and not b.dtype.kind == "f":  # true division, as in PyTorch
+        from layerwise.backend import default_float
+
+        a, b = cast(a, default_float()), cast(b, default_float())
+    return Div.apply(a, b)
+
+
+def pow(a, b):
+    if isinstance(b, (int, float)) and isinstance(a, Tensor):
+        return PowScalar.apply(a, exponent=b)
+    return Pow.apply(*_pair(a, b))
+
+
+def neg(x):
+    return Neg.apply(x)
+
+
+def exp(x):
+    return Exp.apply(x)
+
+
+def log(x):
+    return Log.apply(x)
+
+
+def sqrt(x):
+    return Sqrt.apply(x)
+
+
+def rsqrt(x):
+    return PowScalar.apply(x, exponent=-0.5)
+
+
+def abs(x):
+    return Abs.apply(x)
+
+
+def clamp(x, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("clamp needs at least one of min= and max=")
+    return Clamp.apply(x, min=min, max=max)
+
+
+clip = clamp
+
+
+def maximum(a, b):
+    return Maximum.apply(*_pair(a, b))
+
+
+def minimum(a, b):
+    return neg(maximum(neg(as_tensor_like(a, b) if not isinstance(a, Tensor) else a),
+                       neg(as_tensor_like(b, a))))
+
+
+def where(condition, a, b):
+    """``a`` where ``condition`` holds, else ``b``; either may be a Python number."""
+    cond = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
+    if cond.dtype != bool:
+        raise TypeError(f"where() needs a boolean condition, got dtype {cond.dtype}")
+    a, b = _pair(a, b)
+    return Where.apply(a, b, condition=cond)
+
+
+def masked_fill(x, mask, value):
+    """``x`` with ``value`` wherever ``mask`` is True; ``mask`` broadcasts against ``x``."""
+    return where(mask, value, x)
+
+
+def cast(x, dtype):
+    from layerwise.backend import to_dtype
+
+    dtype = to_dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    if not dtype.kind == "f":  # integer results carry no gradient
+        return Tensor(x.data.astype(dtype))
+    return Cast.apply(x, dtype=dtype)

@@ -1,0 +1,58 @@
+"""Cross-entropy as one fused op: log-softmax and the negative log-likelihood together.
+
+Fused because the gradient of the pair is simply ``softmax - target`` (scaled), computed
+from the saved probabilities in one pass; composing log_softmax, gather and mean would
+save and walk three arrays and build three graph nodes per step.
+"""
+
+from layerwise.backend import xp
+from layerwise.autograd.function import Function
+
+
+class CrossEntropy(Function):
+    """Rows of ``logits`` (N, C) against targets: class indices (N,) or probabilities (N, C).
+
+    Each row's loss is sum_c a[i, c] * (-log p[i, c]) with coefficients
+        a[i, c] = w[c] * ((1 - eps) * t[i, c] + eps / C)
+    (t one-hot or given probabilities, w class weights, eps label smoothing), zero for
+    ignored rows. d loss_i / d logits_i = p_i * sum_c a[i, c] - a_i.
+    """
+
+    def forward(self, logits, target, weight, ignore_index, label_smoothing, reduction):
+        n, c = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        sum_exp = exp.sum(axis=1, keepdims=True)
+        log_p = shifted - xp.log(sum_exp)
+        w = xp.ones(c, dtype=logits.dtype) if weight is None else weight.astype(logits.dtype)
+
+        if target.ndim == 1:  # class indices
+            keep = target != ignore_index
+            safe = xp.where(keep, target, 0)
+            coef = xp.zeros_like(logits)
+            coef[xp.arange(n), safe] = (1 - label_smoothing) * w[safe]
+            if label_smoothing:
+                coef += (label_smoothing / c) * w
+            coef *= keep[:, None]
+            denom = (w[safe] * keep).sum()  # PyTorch's 'mean': divide by the summed target weights
+        else:  # class probabilities
+            coef = w * ((1 - label_smoothing) * target + label_smoothing / c)
+            denom = n
+
+        per_row = -(coef * log_p).sum(axis=1)
+        self.reduction, self.denom = reduction, denom
+        if self.needs_input_grad and self.needs_input_grad[0]:
+            self.probs, self.coef = exp / sum_exp, coef
+        if reduction == "none":
+            return per_row
+        if reduction == "sum":
+            return per_row.sum()
+        return per_row.sum() / denom
+
+    def backward(self, g):
+        grad = self.probs * self.coef.sum(axis=1, keepdims=True) - self.coef
+        if self.reduction == "none":
+            return grad * g[:, None]
+        if self.reduction == "mean":
+            return grad * (g / self.denom)
+        return grad * g
