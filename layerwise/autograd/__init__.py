@@ -5,8 +5,9 @@ from layerwise.autograd.function import Function
 from layerwise.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from layerwise.autograd.engine import backward, unbroadcast
 from layerwise.autograd.gradcheck import gradcheck
+from layerwise.autograd.anomaly import detect_anomaly, is_anomaly_enabled
 
 __all__ = [
-    "Tensor", "Function", "backward", "unbroadcast", "gradcheck",
+    "Tensor", "Function", "detect_anomaly", "is_anomaly_enabled", "backward", "unbroadcast", "gradcheck",
     "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
 ]

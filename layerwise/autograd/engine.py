@@ -7,6 +7,7 @@ caller asks to keep the graph.
 """
 
 from layerwise.backend import xp
+from layerwise.autograd import anomaly
 
 
 def topological_order(root):
@@ -86,6 +87,9 @@ def backward(root, grad=None, retain_graph=False):
         input_grads = ctx.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
+        if anomaly._enabled:
+            for pg in input_grads:
+                anomaly.check_finite(pg, type(ctx).__name__, "backward")
         for parent, needs, pg in zip(ctx.parents, ctx.needs_input_grad, input_grads):
             if not needs or pg is None:
                 continue

@@ -6,7 +6,7 @@ only what backward needs. ``apply`` runs forward on the arrays inside the tensor
 graph is being recorded, links the output to this node so the engine can walk back.
 """
 
-from layerwise.autograd import grad_mode
+from layerwise.autograd import anomaly, grad_mode
 from layerwise.autograd.tensor import Tensor
 
 
@@ -28,6 +28,8 @@ class Function:
         if track:
             ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
         out = Tensor(ctx.forward(*[t.data for t in inputs], **params), requires_grad=track)
+        if anomaly._enabled:
+            anomaly.check_finite(out.data, cls.__name__, "forward")
         if track:
             ctx.parents = inputs
             out._ctx = ctx

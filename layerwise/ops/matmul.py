@@ -32,9 +32,8 @@ def matmul(a, b):
                          f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
     a2 = movement.unsqueeze(a, 0) if a.ndim == 1 else a
     b2 = movement.unsqueeze(b, 1) if b.ndim == 1 else b
-    out = MatMul.apply(a2, b2)
-    if b.ndim == 1:
-        out = movement.squeeze(out, -1)
-    if a.ndim == 1:
-        out = movement.squeeze(out, -2)
+    out = MatMul.apply(a2, b2)  # (..., n, m), with n = 1 or m = 1 where a dim was added
+    if a.ndim == 1 or b.ndim == 1:
+        shape = out.shape[:-2] + out.shape[-2:-1] * (a.ndim > 1) + out.shape[-1:] * (b.ndim > 1)
+        out = movement.reshape(out, shape)
     return out

@@ -1,0 +1,112 @@
+"""Every differentiable op through the harness: forward vs NumPy float64, gradient vs
+central differences, over broadcasting, size-1 and 0-d shapes."""
+
+import math
+
+import numpy as np
+import pytest
+
+import layerwise as lw
+from tests.harness import OpCase, check_forward, check_gradient, erf
+
+BINARY = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3)), ((1,), ())]
+UNARY = [((3, 4),), ((2, 3, 5),), ((),), ((1,),)]
+
+
+def _np_softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _np_gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+CASES = [
+    # arithmetic
+    OpCase("add", lambda a, b: a + b, np.add, BINARY),
+    OpCase("sub", lambda a, b: a - b, np.subtract, BINARY),
+    OpCase("mul", lambda a, b: a * b, np.multiply, BINARY),
+    OpCase("div", lambda a, b: a / b, np.divide, BINARY, domain="positive"),
+    OpCase("pow", lambda a, b: a**b, np.power, BINARY, domain="positive"),
+    OpCase("pow_scalar", lambda a: a**3, lambda a: a**3, UNARY),
+    OpCase("rpow", lambda a: 2.0**a, lambda a: 2.0**a, UNARY),
+    OpCase("rsub", lambda a: 1.5 - a, lambda a: 1.5 - a, UNARY),
+    OpCase("rdiv", lambda a: 1.5 / a, lambda a: 1.5 / a, UNARY, domain="positive"),
+    OpCase("neg", lambda a: -a, np.negative, UNARY),
+    OpCase("exp", lambda a: a.exp(), np.exp, UNARY),
+    OpCase("log", lambda a: a.log(), np.log, UNARY, domain="positive"),
+    OpCase("sqrt", lambda a: a.sqrt(), np.sqrt, UNARY, domain="positive"),
+    OpCase("abs", lambda a: a.abs(), np.abs, UNARY, domain="nonzero"),
+    OpCase("clamp", lambda a: a.clamp(-0.5, 0.7), lambda a: np.clip(a, -0.5, 0.7), UNARY, domain="nonzero"),
+    OpCase("clamp_min", lambda a: lw.clamp(a, min=0.1), lambda a: np.maximum(a, 0.1), UNARY, domain="nonzero"),
+    OpCase("maximum", lw.maximum, np.maximum, BINARY),
+    OpCase("minimum", lw.minimum, np.minimum, BINARY),
+    OpCase("where", lambda a, b: lw.where(a > 0, a, b), lambda a, b: np.where(a > 0, a, b), BINARY),
+    OpCase("masked_fill", lambda a: a.masked_fill(a < 0, 0.25), lambda a: np.where(a < 0, 0.25, a), UNARY),
+    # activations
+    OpCase("relu", lw.relu, lambda a: np.maximum(a, 0), UNARY, domain="nonzero"),
+    OpCase("leaky_relu", lambda a: lw.leaky_relu(a, 0.1), lambda a: np.where(a > 0, a, 0.1 * a), UNARY, domain="nonzero"),
+    OpCase("sigmoid", lw.sigmoid, lambda a: 1 / (1 + np.exp(-a)), UNARY),
+    OpCase("tanh", lw.tanh, np.tanh, UNARY),
+    OpCase("softplus", lw.softplus, lambda a: np.log1p(np.exp(a)), UNARY),
+    OpCase("softplus_beta", lambda a: lw.softplus(a, beta=2.0), lambda a: np.log1p(np.exp(2 * a)) / 2, UNARY),
+    OpCase("gelu", lw.gelu, lambda a: 0.5 * a * (1 + erf(a / math.sqrt(2))), UNARY),
+    OpCase("gelu_tanh", lambda a: lw.gelu(a, approximate="tanh"), _np_gelu_tanh, UNARY),
+    OpCase("silu", lw.silu, lambda a: a / (1 + np.exp(-a)), UNARY),
+    # reductions
+    OpCase("sum_all", lambda a: a.sum(), np.sum, UNARY),
+    OpCase("sum_dim", lambda a: a.sum(dim=1), lambda a: a.sum(axis=1), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("sum_keepdim", lambda a: a.sum(dim=(0, -1), keepdim=True), lambda a: a.sum(axis=(0, -1), keepdims=True), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("mean", lambda a: a.mean(dim=-1), lambda a: a.mean(axis=-1), [((3, 4),), ((2, 3, 5),), ((1,),)]),
+    OpCase("max_all", lambda a: a.max(), np.max, UNARY),
+    OpCase("max_dim", lambda a: a.max(dim=0).values, lambda a: a.max(axis=0), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("amin", lambda a: a.amin(dim=1, keepdim=True), lambda a: a.min(axis=1, keepdims=True), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("prod", lambda a: a.prod(dim=1), lambda a: a.prod(axis=1), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("prod_all", lambda a: a.prod(), np.prod, [((3, 4),), ((),)]),
+    OpCase("var", lambda a: a.var(dim=1), lambda a: a.var(axis=1, ddof=1), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("var_biased", lambda a: a.var(dim=-1, unbiased=False, keepdim=True), lambda a: a.var(axis=-1, keepdims=True), [((3, 4),)]),
+    OpCase("std", lambda a: a.std(), lambda a: a.std(ddof=1), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("softmax", lambda a: a.softmax(dim=-1), lambda a: _np_softmax(a, -1), [((3, 4),), ((2, 3, 5),), ((5,),)]),
+    OpCase("softmax_dim0", lambda a: lw.softmax(a, dim=0), lambda a: _np_softmax(a, 0), [((3, 4),)]),
+    OpCase("log_softmax", lambda a: a.log_softmax(dim=1), lambda a: np.log(_np_softmax(a, 1)), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("logsumexp", lambda a: a.logsumexp(dim=-1), lambda a: np.log(np.exp(a).sum(axis=-1)), [((3, 4),), ((2, 3, 5),)]),
+    # movement
+    OpCase("reshape", lambda a: a.reshape(4, -1), lambda a: a.reshape(4, -1), [((3, 4),), ((2, 2, 6),)]),
+    OpCase("flatten", lambda a: a.flatten(1), lambda a: a.reshape(a.shape[0], -1), [((2, 3, 5),), ((3, 4),)]),
+    OpCase("permute", lambda a: a.permute(2, 0, 1), lambda a: a.transpose(2, 0, 1), [((2, 3, 5),)]),
+    OpCase("transpose", lambda a: a.transpose(0, -1), lambda a: np.swapaxes(a, 0, -1), [((2, 3, 5),), ((3, 4),)]),
+    OpCase("T", lambda a: a.T, lambda a: a.T, [((3, 4),)]),
+    OpCase("unsqueeze", lambda a: a.unsqueeze(1), lambda a: np.expand_dims(a, 1), [((3, 4),), ((3,),)]),
+    OpCase("squeeze", lambda a: a.squeeze(1), lambda a: np.squeeze(a, 1), [((3, 1, 4),)]),
+    OpCase("expand", lambda a: a.expand(2, 3, 4), lambda a: np.broadcast_to(a, (2, 3, 4)), [((3, 1),), ((4,),), ((),)]),
+    OpCase("slice", lambda a: a[1:, ::2], lambda a: a[1:, ::2], [((3, 4),), ((4, 5, 2),)]),
+    OpCase("int_index", lambda a: a[1, -1], lambda a: a[1, -1], [((3, 4),)]),
+    OpCase("ellipsis_none", lambda a: a[..., None, 0], lambda a: a[..., None, 0], [((3, 4),), ((2, 3, 5),)]),
+    OpCase("fancy_repeat", lambda a: a[[0, 2, 0, 0]], lambda a: a[[0, 2, 0, 0]], [((3, 4),), ((3,),)]),
+    OpCase("fancy_2d", lambda a: a[lw.tensor([0, 1, 1]), lw.tensor([2, 0, 2])], lambda a: a[[0, 1, 1], [2, 0, 2]], [((3, 4),)]),
+    OpCase("bool_mask", lambda a: a[a > 0], lambda a: a[a > 0], [((3, 4),)]),
+    OpCase("cat", lambda a, b: lw.cat([a, b, a], dim=1), lambda a, b: np.concatenate([a, b, a], axis=1), [((3, 2), (3, 4)), ((2, 1, 3), (2, 2, 3))]),
+    OpCase("stack", lambda a, b: lw.stack([a, b], dim=-1), lambda a, b: np.stack([a, b], axis=-1), [((3, 4), (3, 4)), ((), ())]),
+    OpCase("split", lambda a: a.split(2, dim=1)[1] * 2 + a.split(2, dim=1)[0], lambda a: a[:, 2:4] * 2 + a[:, 0:2], [((3, 5),)]),
+    OpCase("chunk", lambda a: lw.cat(a.chunk(3, dim=0)[::-1]), lambda a: np.concatenate([a[4:], a[2:4], a[:2]]), [((6, 2),), ((5, 3),)]),
+    OpCase("pad", lambda a: lw.pad(a, (1, 2, 0, 1)), lambda a: np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, 1), (1, 2)]), [((3, 4),), ((2, 3, 5),)]),
+    OpCase("gather", lambda a: a.gather(1, lw.tensor([[0, 0, 3], [1, 2, 1], [3, 3, 3]])),
+           lambda a: np.take_along_axis(a, np.array([[0, 0, 3], [1, 2, 1], [3, 3, 3]]), 1), [((3, 4),)]),
+    # matmul, batched and broadcast
+    OpCase("matmul", lambda a, b: a @ b, np.matmul,
+           [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,))]),
+]
+
+FORWARD = [(case, shapes) for case in CASES for shapes in case.shapes]
+IDS = [i for case in CASES for i in case.ids()]
+
+
+@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
+def test_forward_matches_numpy(case, shapes):
+    check_forward(case, shapes)
+
+
+@pytest.mark.parametrize("case,shapes", [(c, s) for c, s in FORWARD if c.grad], ids=[i for (c, _), i in zip(FORWARD, IDS) if c.grad])
+def test_gradient_matches_finite_differences(case, shapes):
+    check_gradient(case, shapes)
