@@ -68,17 +68,18 @@ def backward(root, grad=None, retain_graph=False):
             )
 
     grads = {id(root): grad}
+    handed_out = set()  # ids of arrays already stored as some leaf's .grad in this pass
     for tensor in reversed(topological_order(root)):
         g = grads.pop(id(tensor), None)
         ctx = tensor._ctx
         if ctx is None:  # a leaf
             if g is not None:
-                _accumulate_leaf(tensor, g)
+                _accumulate_leaf(tensor, g, handed_out)
             continue
         if g is None:
             continue
         if tensor._retains_grad:
-            _accumulate_leaf(tensor, g)
+            _accumulate_leaf(tensor, g, handed_out)
         if ctx.parents is None:
             raise RuntimeError(
                 "trying to backward through the graph a second time; its saved values were "
@@ -100,15 +101,24 @@ def backward(root, grad=None, retain_graph=False):
             _free(tensor, ctx)
 
 
-def _accumulate_leaf(tensor, g):
+def _accumulate_leaf(tensor, g, handed_out):
+    """Store or add ``g`` into ``tensor.grad``.
+
+    A backward may hand out a read-only broadcast view, a view of another array, or the very
+    array it gave another input (Add passes ``g`` to both). ``.grad`` must own its memory,
+    because optimizers and gradient clipping write into it in place, so those are copied.
+    """
     from layerwise.autograd.tensor import Tensor
 
+    if tensor.grad is not None:
+        tensor.grad = Tensor(tensor.grad.data + g.astype(tensor.data.dtype, copy=False))
+        return
     if g.dtype != tensor.data.dtype:
         g = g.astype(tensor.data.dtype)
-    if tensor.grad is None:
-        tensor.grad = Tensor(g)
-    else:
-        tensor.grad = Tensor(tensor.grad.data + g)
+    elif not g.flags.writeable or g.base is not None or id(g) in handed_out:
+        g = g.copy()
+    handed_out.add(id(g))
+    tensor.grad = Tensor(g)
 
 
 def _free(tensor, ctx):

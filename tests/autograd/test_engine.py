@@ -126,3 +126,15 @@ def test_gradcheck_catches_a_wrong_backward():
         lw.autograd.gradcheck(WrongSquare.apply, [x])
     with pytest.raises(TypeError, match="float64"):
         lw.autograd.gradcheck(lambda t: t * 2, [lw.ones(2, requires_grad=True)])
+
+
+def test_leaf_grads_own_their_memory():
+    # Add hands the same upstream array to both inputs, and sum's backward is a read-only
+    # broadcast view: .grad must still be safe to modify in place.
+    a = lw.ones(3, requires_grad=True)
+    b = lw.ones(3, requires_grad=True)
+    (a + b).sum().backward()
+    assert a.grad.data.flags.writeable and b.grad.data.flags.writeable
+    a.grad.data *= 10
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0, 1.0])
+    assert not np.shares_memory(a.grad.data, b.grad.data)

@@ -1,0 +1,27 @@
+"""Datasets, splits and loaders, plus the data sets layerwise can read without a download.
+
+    from layerwise.data import DataLoader, digits_splits
+    splits = digits_splits(seed=0)                       # {'train', 'val', 'test'}
+    loader = DataLoader(splits["train"], batch_size=64, shuffle=True, seed=0)
+    for images, labels in loader: ...                    # (64, 1, 28, 28), (64,)
+
+Needs only the backend and Tensor; nothing here knows about nn or training.
+"""
+
+from layerwise.data.dataset import (
+    Dataset,
+    Subset,
+    TensorDataset,
+    random_split,
+    stratified_split,
+)
+from layerwise.data.loader import DataLoader, default_collate
+from layerwise.data.digits import digits_csv_path, digits_splits, load_digits_5k
+from layerwise.data.mnist import load_mnist, mnist_file_names, mnist_splits, read_idx
+
+__all__ = [
+    "Dataset", "TensorDataset", "Subset", "random_split", "stratified_split",
+    "DataLoader", "default_collate",
+    "load_digits_5k", "digits_splits", "digits_csv_path",
+    "read_idx", "load_mnist", "mnist_splits", "mnist_file_names",
+]
