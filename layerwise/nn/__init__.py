@@ -1,0 +1,64 @@
+"""Neural-network building blocks: Module and Parameter, layers by family, losses, init,
+the functional forms (``layerwise.nn.functional``) and parameter utilities.
+
+    import layerwise.nn as nn
+    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    loss = nn.CrossEntropyLoss()(model(x), y)
+"""
+
+from layerwise.nn.parameter import Parameter
+from layerwise.nn.module import IncompatibleKeys, Module
+from layerwise.nn.container import ModuleDict, ModuleList, Sequential
+from layerwise.nn.linear import Identity, Linear
+from layerwise.nn.dropout import Dropout, Flatten
+from layerwise.nn.activation import (
+    GELU,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from layerwise.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+)
+from layerwise.nn import functional, init, utils
+
+__all__ = [
+    "Parameter",
+    "Module",
+    "IncompatibleKeys",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "Linear",
+    "Identity",
+    "Dropout",
+    "Flatten",
+    "ReLU",
+    "LeakyReLU",
+    "GELU",
+    "SiLU",
+    "Tanh",
+    "Sigmoid",
+    "Softplus",
+    "Softmax",
+    "LogSoftmax",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "MSELoss",
+    "L1Loss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "functional",
+    "init",
+    "utils",
+]
