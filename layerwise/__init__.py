@@ -21,6 +21,7 @@ from layerwise.ops import (
     sigmoid, silu, softmax, softplus, split, sqrt, squeeze, stack, std, sub, sum, tanh, tensor,
     transpose, unsqueeze, var, view, where, zeros, zeros_like,
 )
+from layerwise.serialization import load, save
 
 float = float32
 double = float64

@@ -1,0 +1,207 @@
+"""Run directories and resume checkpoints.
+
+A run directory ``runs/<name>/`` holds:
+
+    config.json         recipe, hyperparameters, seed, data source, layerwise version
+    history.jsonl       one JSON line per finished epoch
+    best.safetensors    weights at the best validation score so far
+    last.safetensors    resume checkpoint: model weights and optimizer tensors
+    last.json           resume checkpoint: everything else (RNG, loaders, scheduler, counters)
+    model.safetensors   final weights, written when training ends
+    metrics.json        test_accuracy, val_accuracy, train_seconds, params, ...
+
+The two resume files must always describe the same step. Both carry the step number, and
+they are committed like a journal: the new weights go to ``last.next.safetensors``, then
+``last.json`` is atomically replaced (the commit point), then the new weights are renamed
+over ``last.safetensors``. A crash before the commit leaves the old pair; a crash after it
+leaves a pending file with the committed step, which ``load_resume_state`` renames into place.
+"""
+
+import json
+import os
+import re
+import time
+
+from layerwise.serialization import (
+    flatten_optimizer_state, load_with_metadata, save, unflatten_optimizer_state,
+    write_text_atomic,
+)
+from layerwise.train.callbacks import Callback
+
+RESUME_JSON = "last.json"
+RESUME_WEIGHTS = "last.safetensors"
+_PENDING_WEIGHTS = "last.next.safetensors"
+_FORMAT = "layerwise-resume-1"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class RunError(Exception):
+    """A problem with a run directory or its files that the user can fix (one line)."""
+
+
+# --- run directories ------------------------------------------------------------------------
+
+
+def create_run_dir(out_dir, name, explicit=False):
+    """Make a new, empty run directory under ``out_dir``; never reuse an existing one.
+
+    ``explicit``: the user chose ``name`` and it must be free. Otherwise a taken name gets
+    ``-2``, ``-3``, ... appended. ``os.mkdir`` fails if the directory exists, so two runs
+    started at the same moment cannot share one.
+    """
+    if not _NAME.match(name):
+        raise RunError(
+            f"run name {name!r} is not allowed; use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create output directory {out_dir!r}: {err.strerror}") from None
+    if explicit:
+        path = os.path.join(out_dir, name)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            raise RunError(
+                f"run directory {path} already exists; choose another --name, or continue it "
+                f"with --resume {path}"
+            ) from None
+        return path
+    k = 1
+    while True:
+        path = os.path.join(out_dir, name if k == 1 else f"{name}-{k}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            k += 1
+
+
+def write_json(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing; is {os.path.dirname(path) or '.'} a layerwise run "
+                       f"directory? ({what})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} is not valid JSON ({what}): {err}") from None
+
+
+# --- resume checkpoints ---------------------------------------------------------------------
+
+
+def save_resume_state(run_dir, state):
+    """Write a Trainer.state_dict() as last.safetensors + last.json (see the module doc)."""
+    step = state["global_step"]
+    tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    optim_tensors, optim_json = flatten_optimizer_state(state["optimizer"], prefix="optimizer.")
+    tensors.update(optim_tensors)
+    record = {"format": _FORMAT, "step": step, "weights": RESUME_WEIGHTS,
+              "model_keys": list(state["model"]), "optimizer": optim_json}
+    record.update({k: v for k, v in state.items() if k not in ("model", "optimizer")})
+
+    pending = os.path.join(run_dir, _PENDING_WEIGHTS)
+    save(tensors, pending, metadata={"format": _FORMAT, "step": step})
+    write_text_atomic(os.path.join(run_dir, RESUME_JSON), json.dumps(record))  # the commit
+    os.replace(pending, os.path.join(run_dir, RESUME_WEIGHTS))
+
+
+def has_resume_state(run_dir):
+    return os.path.isfile(os.path.join(run_dir, RESUME_JSON))
+
+
+def load_resume_state(run_dir):
+    """The Trainer state saved by ``save_resume_state``, checked for consistency."""
+    json_path = os.path.join(run_dir, RESUME_JSON)
+    if not os.path.isfile(json_path):
+        raise RunError(
+            f"{run_dir} has no resume checkpoint ({RESUME_JSON}); it stopped before its first "
+            "checkpoint, so start it again instead"
+        )
+    record = read_json(json_path, "the resume checkpoint")
+    if not isinstance(record, dict) or record.get("format") != _FORMAT:
+        raise RunError(f"{json_path} is not a layerwise resume checkpoint ({_FORMAT})")
+    step = record["step"]
+    weights_path = os.path.join(run_dir, record["weights"])
+    tensors = _load_weights_for_step(weights_path, os.path.join(run_dir, _PENDING_WEIGHTS), step)
+
+    missing = [k for k in record["model_keys"] if f"model.{k}" not in tensors]
+    if missing:
+        raise RunError(f"{weights_path} lacks model weights {missing[:3]} listed in {json_path}")
+    state = {k: v for k, v in record.items()
+             if k not in ("format", "step", "weights", "model_keys", "optimizer")}
+    state["model"] = {k: tensors[f"model.{k}"] for k in record["model_keys"]}
+    try:
+        state["optimizer"] = unflatten_optimizer_state(tensors, record["optimizer"])
+    except ValueError as err:
+        raise RunError(f"{weights_path}: {err}") from None
+    return state
+
+
+def _load_weights_for_step(weights_path, pending_path, step):
+    """Load the weights saved at ``step``, finishing an interrupted commit if there was one."""
+    saved_step, problem = None, None
+    try:
+        tensors, metadata = load_with_metadata(weights_path)
+        saved_step = metadata.get("step")
+    except (FileNotFoundError, ValueError) as err:
+        tensors, problem = None, str(err)
+    if saved_step == step:
+        return tensors
+    if os.path.isfile(pending_path):
+        # The crash fell between the commit of last.json and the final rename.
+        try:
+            pending, metadata = load_with_metadata(pending_path)
+        except ValueError:
+            pending, metadata = None, {}
+        if metadata.get("step") == step:
+            os.replace(pending_path, weights_path)
+            return pending
+    if problem is not None:
+        raise RunError(f"cannot resume: {problem}")
+    raise RunError(
+        f"cannot resume: {weights_path} holds step {saved_step} but {RESUME_JSON} describes step "
+        f"{step}; the two files do not belong together"
+    )
+
+
+class ResumeCheckpoint(Callback):
+    """Write the resume checkpoint every ``every`` optimizer steps and at each epoch's end.
+
+    Keep it last in the callback list, so the state it saves includes what the other
+    callbacks decided at the end of the epoch. It also carries the training time so far,
+    so a resumed run reports the time of both parts.
+    """
+
+    def __init__(self, run_dir, every=None, clock=None):
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"checkpoint every must be a positive number of steps, got {every!r}")
+        self.run_dir, self.every = run_dir, every
+        self._clock = clock or time.perf_counter
+        self.seconds_before = 0.0  # training time of earlier (interrupted) sessions
+        self._started = None
+
+    def on_train_begin(self, trainer):
+        self._started = self._clock()
+
+    def seconds(self):
+        return self.seconds_before + (self._clock() - self._started if self._started else 0.0)
+
+    def on_batch_end(self, trainer, logs):
+        if self.every is not None and trainer.global_step % self.every == 0:
+            save_resume_state(self.run_dir, trainer.state_dict())
+
+    def on_epoch_end(self, trainer, logs):
+        save_resume_state(self.run_dir, trainer.state_dict())
+
+    def state_dict(self):
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state):
+        self.seconds_before = float(state["seconds"])

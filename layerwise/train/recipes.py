@@ -1,0 +1,158 @@
+"""Named recipes: a model, its data and its training defaults, chosen by one word.
+
+    layerwise train --model mlp        # the default
+    layerwise train --list             # every recipe with its one line
+
+A recipe is a description, a dict of hyperparameter defaults (everything its builder reads;
+the CLI overrides some) and a builder ``build(hparams, steps_per_epoch) -> Parts``. Register
+a new one with ``@register(name, description, defaults)``; the registry is a plain dict, so
+adding a recipe touches nothing else.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from layerwise import nn, optim
+from layerwise.autograd import Tensor
+from layerwise.backend import rng, xp
+from layerwise.data import Subset, digits_splits, mnist_splits
+from layerwise.nn import functional as F
+from layerwise.train.checkpoint import RunError
+
+DEFAULT_RECIPE = "mlp"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    defaults: dict
+    build: Callable
+
+
+@dataclass
+class Parts:
+    """What a builder returns: everything the Trainer needs besides the data loaders."""
+
+    model: nn.Module
+    optimizer: optim.Optimizer
+    loss_fn: Callable
+    scheduler: object = None
+    batch_transform: Callable = None  # training-only augmentation, drawing from lw's generator
+
+
+RECIPES = {}
+
+
+def register(name, description, defaults):
+    def decorate(build):
+        if name in RECIPES:
+            raise ValueError(f"a recipe named {name!r} is already registered")
+        RECIPES[name] = Recipe(name, description, dict(defaults), build)
+        return build
+
+    return decorate
+
+
+def get_recipe(name):
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise RunError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(RECIPES))} "
+            "(`layerwise train --list` describes them)"
+        ) from None
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def load_datasets(seed, data_dir=None, train_subset=None):
+    """{'train', 'val', 'test'} datasets: the shipped 5k digits, or full MNIST from ``data_dir``.
+
+    ``train_subset`` keeps N training images drawn at random with the seed (for smoke tests).
+    """
+    if data_dir is None:
+        splits = digits_splits(seed=seed, fractions=(0.8, 0.1, 0.1))
+    else:
+        try:
+            splits = mnist_splits(data_dir, seed=seed, val_fraction=1 / 12)  # 55k / 5k / 10k
+        except FileNotFoundError as err:
+            raise RunError(str(err)) from None
+        except ValueError as err:  # a corrupt or foreign IDX file
+            raise RunError(f"cannot read MNIST from {data_dir!r}: {err}") from None
+    if train_subset is not None:
+        n = min(int(train_subset), len(splits["train"]))
+        perm = xp.random.default_rng(seed).permutation(len(splits["train"]))[:n]
+        splits["train"] = Subset(splits["train"], xp.sort(perm))
+    return splits
+
+
+def random_shift(max_shift):
+    """A batch transform moving each image by up to ``max_shift`` pixels in x and y.
+
+    Zero-filled shifts (a crop of the zero-padded image): on MNIST the border is empty, so this
+    is np.roll without the wrap-around. One offset pair per image, drawn from lw's global
+    generator so that a seed fixes them and a resume checkpoint carries their state.
+    """
+
+    def transform(images, labels):
+        x = images.data  # (B, C, H, W)
+        b, _, h, w = x.shape
+        m = max_shift
+        padded = xp.pad(x, ((0, 0), (0, 0), (m, m), (m, m)))  # (B, C, H + 2m, W + 2m)
+        dy, dx = rng().integers(0, 2 * m + 1, size=(2, b))
+        rows = dy[:, None] + xp.arange(h)  # (B, H): the source row of each output row
+        cols = dx[:, None] + xp.arange(w)  # (B, W)
+        batch = xp.arange(b)[:, None, None]
+        # (B, H, W) gathers per channel -> (B, H, W, C) -> (B, C, H, W)
+        shifted = padded.transpose(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+        return Tensor(xp.ascontiguousarray(shifted.transpose(0, 3, 1, 2))), labels
+
+    return transform
+
+
+# --- recipes --------------------------------------------------------------------------------
+
+
+def _mlp_parts(hp, steps_per_epoch):
+    sizes = [784] + list(hp["hidden"]) + [10]
+    layers = [nn.Flatten()]  # (B, 1, 28, 28) -> (B, 784)
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if hp["dropout"]:
+                layers.append(nn.Dropout(hp["dropout"]))
+    model = nn.Sequential(*layers)
+    optimizer = optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    total = hp["epochs"] * steps_per_epoch
+    warmup = min(hp["warmup_steps"], total - 1)
+    scheduler = optim.lr_scheduler.warmup_cosine(optimizer, warmup_steps=warmup, total_steps=total)
+    smoothing = hp["label_smoothing"]
+
+    def loss_fn(logits, labels):
+        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+    shift = random_shift(hp["max_shift"]) if hp["max_shift"] else None
+    return Parts(model, optimizer, loss_fn, scheduler, shift)
+
+
+_MLP_DEFAULTS = {
+    "epochs": 12, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "hidden": [512, 256],
+    "dropout": 0.2, "label_smoothing": 0.1, "max_shift": 2, "warmup_steps": 50,
+    "train_subset": None, "patience": None,
+}
+
+
+@register("mlp", "MLP 784-512-256-10 with dropout on the shipped 5k digits: AdamW, cosine lr, "
+                 "label smoothing, +-2 px shifts", _MLP_DEFAULTS)
+def build_mlp(hp, steps_per_epoch):
+    return _mlp_parts(hp, steps_per_epoch)
+
+
+@register("tiny", "small MLP 784-64-10 on 1,000 training digits for 2 epochs: a smoke test in "
+                  "seconds", {**_MLP_DEFAULTS, "epochs": 2, "hidden": [64], "dropout": 0.1,
+                               "train_subset": 1000, "warmup_steps": 5})
+def build_tiny(hp, steps_per_epoch):
+    return _mlp_parts(hp, steps_per_epoch)

@@ -1,0 +1,273 @@
+"""Trainer: the training loop, written out once, with everything a run needs to be trusted.
+
+    trainer = Trainer(model, optimizer, F.cross_entropy, train_loader, val_loader, epochs=10)
+    history = trainer.fit()      # one dict per epoch: train/val loss and accuracy, lr
+
+Each epoch trains over ``train_loader`` (a tqdm bar with loss, accuracy and samples/s),
+then evaluates ``val_loader``. The scheduler, if any, steps once per batch. Callbacks add
+early stopping, best-model checkpoints, the history file and resume checkpoints.
+
+A NaN or Inf loss or gradient stops training with a FloatingPointError naming the epoch,
+the step, the first parameter whose gradient went bad, and the first op that produced a
+non-finite value (found by re-running the batch under ``lw.autograd.detect_anomaly()``).
+
+``state_dict()`` holds everything the loop needs to continue bit for bit: model, optimizer,
+scheduler, the global random generator, the loaders' positions, counters, the partial
+sums of the current epoch, the history and each callback's state.
+"""
+
+import sys
+import time
+
+from tqdm import tqdm
+
+from layerwise import backend
+from layerwise.autograd import detect_anomaly, no_grad
+from layerwise.backend import xp
+from layerwise.nn import functional as F
+from layerwise.nn.utils import clip_grad_norm_
+
+
+class Trainer:
+    def __init__(self, model, optimizer, loss_fn=F.cross_entropy, train_loader=None,
+                 val_loader=None, epochs=1, scheduler=None, callbacks=(), clip_grad_norm=None,
+                 batch_transform=None, progress=True, verbose=True):
+        if train_loader is None:
+            raise ValueError("Trainer needs a train_loader")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(
+                f"clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}"
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.epochs = epochs
+        self.scheduler = scheduler
+        self.callbacks = list(callbacks)
+        self.clip_grad_norm = clip_grad_norm
+        # (inputs, targets) -> (inputs, targets), applied to training batches only:
+        # augmentation. It should draw from the global generator, which checkpoints carry.
+        self.batch_transform = batch_transform
+        self.progress = progress
+        self.verbose = verbose
+
+        self.history = []          # one dict per finished epoch
+        self.epoch = 0             # epochs finished
+        self.global_step = 0       # optimizer steps taken
+        self.batch_in_epoch = 0    # batches done in the current epoch
+        self.should_stop = False
+        self._sums = _EpochSums()  # the current epoch's running loss and accuracy
+
+    # --- the loop -------------------------------------------------------------------------
+    def fit(self):
+        """Train until ``epochs`` are done or a callback stops it; returns the history."""
+        self._notify("on_train_begin", self)
+        while self.epoch < self.epochs and not self.should_stop:
+            self._train_epoch()
+            self._end_epoch()
+        self._notify("on_train_end", self)
+        return self.history
+
+    def _train_epoch(self):
+        self.model.train()
+        n_batches = len(self.train_loader)
+        if self.batch_in_epoch >= n_batches:
+            return  # resumed after the last batch, before validation: nothing left to train
+        bar = tqdm(total=n_batches, initial=self.batch_in_epoch, unit="batch", leave=True,
+                   desc=f"epoch {self.epoch + 1}/{self.epochs}", file=sys.stderr,
+                   disable=not self.progress or not sys.stderr.isatty(), dynamic_ncols=True)
+        start, seen_here = time.perf_counter(), 0
+        for inputs, targets in self.train_loader:
+            loss = self._train_step(inputs, targets)
+            seen_here += len(targets)
+            if not bar.disable:
+                rate = seen_here / max(time.perf_counter() - start, 1e-9)
+                postfix = {"loss": f"{self._sums.mean_loss():.4f}",  # a dict keeps this order
+                           "acc": f"{self._sums.accuracy():.4f}", "samples/s": f"{rate:,.0f}"}
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+            self._notify("on_batch_end", self,
+                         {"epoch": self.epoch + 1, "step": self.global_step, "loss": loss})
+        bar.close()
+
+    def _train_step(self, inputs, targets):
+        if self.batch_transform is not None:
+            inputs, targets = self.batch_transform(inputs, targets)
+        rng_state = backend.get_rng_state()  # to replay the batch exactly if it goes bad
+        self.optimizer.zero_grad()
+        outputs = self.model(inputs)
+        loss = self.loss_fn(outputs, targets)
+        loss.backward()
+        self._check_finite(loss, inputs, targets, rng_state)
+        if self.clip_grad_norm is not None:
+            clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.global_step += 1
+        self.batch_in_epoch += 1
+        loss_value = float(loss.data)
+        self._sums.add(loss_value, outputs.data, targets.data)
+        return loss_value
+
+    def _end_epoch(self):
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        row = {"epoch": self.epoch, "step": self.global_step}
+        row.update(self._sums.metrics("train"))
+        self._sums = _EpochSums()
+        if self.val_loader is not None:
+            row.update({f"val_{k}": v for k, v in self.evaluate(self.val_loader).items()})
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.history.append(row)
+        if self.verbose:
+            shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in row.items() if k not in ("epoch", "step"))
+            tqdm.write(f"epoch {self.epoch}/{self.epochs}  {shown}", file=sys.stderr)
+        self._notify("on_epoch_end", self, row)
+
+    def evaluate(self, loader):
+        """{'loss', 'accuracy'} of the model on ``loader``, in eval mode, without a graph."""
+        was_training = self.model.training
+        self.model.eval()
+        sums = _EpochSums()
+        with no_grad():
+            for inputs, targets in loader:
+                outputs = self.model(inputs)
+                sums.add(float(self.loss_fn(outputs, targets).data), outputs.data, targets.data)
+        self.model.train(was_training)
+        return sums.metrics()
+
+    def _notify(self, hook, *args):
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+    # --- the NaN/Inf guard ----------------------------------------------------------------
+    def _check_finite(self, loss, inputs, targets, rng_state):
+        loss_ok = bool(xp.isfinite(loss.data).all())
+        bad_param = None
+        for name, p in self.model.named_parameters():
+            if p.grad is not None and not xp.isfinite(p.grad.data).all():
+                bad_param = name
+                break
+        if loss_ok and bad_param is None:
+            return
+        where = (f"at epoch {self.epoch + 1}, step {self.global_step + 1} "
+                 f"(batch {self.batch_in_epoch + 1} of {len(self.train_loader)})")
+        what = f"loss is {float(loss.data)}" if not loss_ok else "loss is finite"
+        grad = (f"first non-finite gradient: {bad_param!r}" if bad_param is not None
+                else "all gradients are finite")
+        op = self._find_bad_op(inputs, targets, rng_state)
+        raise FloatingPointError(f"non-finite values {where}: {what}; {grad}; {op}")
+
+    def _find_bad_op(self, inputs, targets, rng_state):
+        """Replay the batch (same dropout draws) under anomaly detection to name the op."""
+        after = backend.get_rng_state()
+        backend.set_rng_state(rng_state)
+        self.optimizer.zero_grad()
+        try:
+            with detect_anomaly():
+                self.loss_fn(self.model(inputs), targets).backward()
+        except FloatingPointError as err:
+            return f"anomaly detection: {err}"
+        finally:
+            backend.set_rng_state(after)
+            self.optimizer.zero_grad()
+        return "anomaly detection found no non-finite op when replaying the batch"
+
+    # --- resuming -------------------------------------------------------------------------
+    def state_dict(self):
+        """Everything needed to continue this run exactly; Tensors in 'model' and 'optimizer'."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": backend.get_rng_state(),
+            "train_loader": self.train_loader.state_dict(),
+            "val_loader": None if self.val_loader is None else self.val_loader.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "epoch_sums": self._sums.state_dict(),
+            "should_stop": self.should_stop,
+            "history": [dict(row) for row in self.history],
+            "callbacks": {key: c.state_dict() for key, c in self._keyed_callbacks()},
+        }
+
+    def load_state_dict(self, state):
+        saved_callbacks = state["callbacks"]
+        for key, callback in self._keyed_callbacks():
+            # A callback without state (a logger) may come and go between sessions; one with
+            # state (early stopping's patience) must find its saved state.
+            if key not in saved_callbacks and callback.state_dict():
+                raise ValueError(
+                    f"resume state has no state for callback {key!r} (it has "
+                    f"{sorted(saved_callbacks)}); build the trainer as the saved run was built"
+                )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        backend.set_rng_state(state["rng"])
+        self.train_loader.load_state_dict(state["train_loader"])
+        if self.val_loader is not None and state["val_loader"] is not None:
+            self.val_loader.load_state_dict(state["val_loader"])
+        self.epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        self._sums = _EpochSums.from_state(state["epoch_sums"])
+        self.should_stop = state["should_stop"]
+        self.history = [dict(row) for row in state["history"]]
+        for key, callback in self._keyed_callbacks():
+            if key in saved_callbacks:
+                callback.load_state_dict(saved_callbacks[key])
+
+    def _keyed_callbacks(self):
+        """(key, callback): the class name, numbered from the second of a kind on."""
+        counts = {}
+        for callback in self.callbacks:
+            name = type(callback).__name__
+            counts[name] = counts.get(name, 0) + 1
+            yield (name if counts[name] == 1 else f"{name}-{counts[name]}"), callback
+
+
+class _EpochSums:
+    """Sample-weighted loss and correct-prediction counts over one pass."""
+
+    def __init__(self, loss_sum=0.0, correct=0, seen=0, has_accuracy=True):
+        self.loss_sum, self.correct, self.seen = loss_sum, correct, seen
+        self.has_accuracy = has_accuracy
+
+    def add(self, mean_loss, outputs, targets):
+        n = int(targets.shape[0]) if targets.ndim else 1
+        self.loss_sum += mean_loss * n
+        self.seen += n
+        # Accuracy only makes sense for (B, C) scores against (B,) integer classes.
+        if outputs.ndim == 2 and targets.ndim == 1 and targets.dtype.kind in "iu":
+            self.correct += int((outputs.argmax(axis=1) == targets).sum())
+        else:
+            self.has_accuracy = False
+
+    def mean_loss(self):
+        return self.loss_sum / max(self.seen, 1)
+
+    def accuracy(self):
+        return self.correct / max(self.seen, 1)
+
+    def metrics(self, prefix=None):
+        out = {"loss": self.mean_loss()}
+        if self.has_accuracy:
+            out["accuracy"] = self.accuracy()
+        return out if prefix is None else {f"{prefix}_{k}": v for k, v in out.items()}
+
+    def state_dict(self):
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
+                "has_accuracy": self.has_accuracy}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(**state)
