@@ -18,10 +18,15 @@ from layerwise.data.dataset import (
 from layerwise.data.loader import DataLoader, default_collate
 from layerwise.data.digits import digits_csv_path, digits_splits, load_digits_5k
 from layerwise.data.mnist import load_mnist, mnist_file_names, mnist_splits, read_idx
+from layerwise.data.text import (
+    BPETokenizer, CharTokenizer, lm_splits, load_tokenizer, python_docs_corpus, save_tokenizer,
+)
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split", "stratified_split",
     "DataLoader", "default_collate",
     "load_digits_5k", "digits_splits", "digits_csv_path",
     "read_idx", "load_mnist", "mnist_splits", "mnist_file_names",
+    "python_docs_corpus", "CharTokenizer", "BPETokenizer", "load_tokenizer", "save_tokenizer",
+    "lm_splits",
 ]

@@ -69,7 +69,8 @@ class GELU(Function):
     def forward(self, x, approximate="none"):
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
+            # x * x * x, not x**3: numpy's float32 power is ~200x slower than two multiplies
+            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x)))
             return 0.5 * x * (1 + self.t)
         self.cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
         return x * self.cdf
