@@ -30,6 +30,10 @@ from layerwise.nn.loss import (
     MSELoss,
     NLLLoss,
 )
+from layerwise.nn.conv import Conv1d, Conv2d
+from layerwise.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from layerwise.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from layerwise.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from layerwise.nn import functional, init, utils
 
 __all__ = [
@@ -61,4 +65,14 @@ __all__ = [
     "functional",
     "init",
     "utils",
+    "Conv1d",
+    "Conv2d",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "MaxPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Upsample",
+    "UpsamplingBilinear2d",
+    "UpsamplingNearest2d",
 ]

@@ -15,6 +15,9 @@ from layerwise.ops.movement import pad
 from layerwise.ops.random import dropout, one_hot
 from layerwise.ops.reduce import log_softmax as _log_softmax
 from layerwise.ops.reduce import softmax as _softmax
+from layerwise.ops.conv import conv1d, conv2d
+from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, interpolate, max_pool2d, upsample
+from layerwise.nn.batchnorm import batch_norm
 
 _REDUCTIONS = ("mean", "sum", "none")
 
