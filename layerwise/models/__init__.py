@@ -1,5 +1,14 @@
 """Ready-made models: MLP, CNNs, recurrent and transformer language models."""
 
 from layerwise.models.vision import MLP, BasicBlock, LeNet, ResNet
+from layerwise.models.gpt import GPT, GPTConfig, KVCache
+from layerwise.models.bert import (
+    BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, mask_tokens, mean_pool,
+    nearest,
+)
 
-__all__ = ["MLP", "LeNet", "BasicBlock", "ResNet"]
+__all__ = [
+    "MLP", "LeNet", "BasicBlock", "ResNet", "GPT", "GPTConfig", "KVCache",
+    "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
+    "mask_tokens", "mean_pool", "nearest",
+]

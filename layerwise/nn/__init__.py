@@ -34,6 +34,9 @@ from layerwise.nn.conv import Conv1d, Conv2d
 from layerwise.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from layerwise.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from layerwise.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
+from layerwise.nn.normalization import LayerNorm, RMSNorm
+from layerwise.nn.attention import MultiheadAttention
+from layerwise.nn.transformer import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
 from layerwise.nn import functional, init, utils
 
 __all__ = [
@@ -75,4 +78,12 @@ __all__ = [
     "Upsample",
     "UpsamplingBilinear2d",
     "UpsamplingNearest2d",
+    "LayerNorm",
+    "RMSNorm",
+    "MultiheadAttention",
+    "LearnedPositionalEmbedding",
+    "SinusoidalPositionalEncoding",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
 ]

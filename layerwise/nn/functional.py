@@ -18,6 +18,8 @@ from layerwise.ops.reduce import softmax as _softmax
 from layerwise.ops.conv import conv1d, conv2d
 from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, interpolate, max_pool2d, upsample
 from layerwise.nn.batchnorm import batch_norm
+from layerwise.ops.attention import scaled_dot_product_attention
+from layerwise.ops.norm import layer_norm, rms_norm
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -309,4 +311,15 @@ __all__ = [
     "binary_cross_entropy",
     "mse_loss",
     "l1_loss",
+    "conv1d",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "interpolate",
+    "upsample",
+    "batch_norm",
+    "scaled_dot_product_attention",
+    "layer_norm",
+    "rms_norm",
 ]
