@@ -156,3 +156,29 @@ def build_mlp(hp, steps_per_epoch):
                                "train_subset": 1000, "warmup_steps": 5})
 def build_tiny(hp, steps_per_epoch):
     return _mlp_parts(hp, steps_per_epoch)
+
+
+def _cnn_model(c1=16, c2=32):
+    """Two 3x3 conv blocks and two dense layers (c1=32, c2=64 is the CNN of bench/)."""
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, c1, 14, 14)
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, c2, 7, 7)
+        nn.Flatten(), nn.Linear(c2 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
+    )
+
+
+@register("cnn", "CNN conv16-conv32-fc128 on the shipped 5k digits: AdamW, cosine lr, label "
+                 "smoothing, +-2 px shifts", {**_MLP_DEFAULTS, "epochs": 8, "lr": 3e-3})
+def build_cnn(hp, steps_per_epoch):
+    model = _cnn_model()
+    optimizer = optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    total = hp["epochs"] * steps_per_epoch
+    scheduler = optim.lr_scheduler.warmup_cosine(
+        optimizer, warmup_steps=min(hp["warmup_steps"], total - 1), total_steps=total)
+    smoothing = hp["label_smoothing"]
+
+    def loss_fn(logits, labels):
+        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+    shift = random_shift(hp["max_shift"]) if hp["max_shift"] else None
+    return Parts(model, optimizer, loss_fn, scheduler, shift)
