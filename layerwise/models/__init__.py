@@ -2,13 +2,14 @@
 
 from layerwise.models.vision import MLP, BasicBlock, LeNet, ResNet
 from layerwise.models.gpt import GPT, GPTConfig, KVCache
+from layerwise.models.lstm_lm import LSTMLanguageModel
 from layerwise.models.bert import (
     BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, mask_tokens, mean_pool,
     nearest,
 )
 
 __all__ = [
-    "MLP", "LeNet", "BasicBlock", "ResNet", "GPT", "GPTConfig", "KVCache",
+    "MLP", "LeNet", "BasicBlock", "ResNet", "GPT", "GPTConfig", "KVCache", "LSTMLanguageModel",
     "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
     "mask_tokens", "mean_pool", "nearest",
 ]

@@ -37,6 +37,8 @@ from layerwise.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNear
 from layerwise.nn.normalization import LayerNorm, RMSNorm
 from layerwise.nn.attention import MultiheadAttention
 from layerwise.nn.transformer import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
+from layerwise.nn.embedding import Embedding
+from layerwise.nn.rnn import GRU, LSTM, RNN, RNNBase
 from layerwise.nn import functional, init, utils
 
 __all__ = [
@@ -86,4 +88,9 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "Embedding",
+    "GRU",
+    "LSTM",
+    "RNN",
+    "RNNBase",
 ]

@@ -20,6 +20,7 @@ from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, interpolate, max
 from layerwise.nn.batchnorm import batch_norm
 from layerwise.ops.attention import scaled_dot_product_attention
 from layerwise.ops.norm import layer_norm, rms_norm
+from layerwise.ops.embedding import embedding
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -322,4 +323,5 @@ __all__ = [
     "scaled_dot_product_attention",
     "layer_norm",
     "rms_norm",
+    "embedding",
 ]
