@@ -63,3 +63,26 @@ def check_gradient(case, shapes):
 
 def erf(x):
     return np.vectorize(math.erf)(x)
+
+
+def harness_tests(cases):
+    """The two harness tests, parametrized over every case and shape.
+
+    A test module collects them by assigning them to module-level names:
+        test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
+    """
+    import pytest
+
+    params = [(case, shapes) for case in cases for shapes in case.shapes]
+    ids = [i for case in cases for i in case.ids()]
+    with_grad = [(p, i) for p, i in zip(params, ids) if p[0].grad]
+
+    @pytest.mark.parametrize("case,shapes", params, ids=ids)
+    def test_forward_matches_numpy(case, shapes):
+        check_forward(case, shapes)
+
+    @pytest.mark.parametrize("case,shapes", [p for p, _ in with_grad], ids=[i for _, i in with_grad])
+    def test_gradient_matches_finite_differences(case, shapes):
+        check_gradient(case, shapes)
+
+    return test_forward_matches_numpy, test_gradient_matches_finite_differences

@@ -12,7 +12,7 @@ import layerwise as lw
 from layerwise.ops.attention import packed_self_attention
 from layerwise.ops.attention import scaled_dot_product_attention as sdpa
 from layerwise.ops.norm import layer_norm, rms_norm
-from tests.harness import OpCase, check_forward, check_gradient
+from tests.harness import OpCase, harness_tests
 
 
 # --- NumPy references, written element by element where a vectorised form could share a bug ----
@@ -119,18 +119,7 @@ CASES = [
     OpCase("rms_norm_plain", lambda x: rms_norm(x, 4, eps=1e-2), lambda x: np_rms_norm(x, eps=1e-2), [((3, 4),)]),
 ]
 
-FORWARD = [(case, shapes) for case in CASES for shapes in case.shapes]
-IDS = [i for case in CASES for i in case.ids()]
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_forward_matches_numpy(case, shapes):
-    check_forward(case, shapes)
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_gradient_matches_finite_differences(case, shapes):
-    check_gradient(case, shapes)
+test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
 
 
 # --- beyond the harness ----------------------------------------------------------------------

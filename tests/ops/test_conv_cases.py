@@ -10,7 +10,7 @@ import pytest
 import layerwise as lw
 from layerwise.ops.conv import conv1d, conv2d
 from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, interpolate, max_pool2d
-from tests.harness import OpCase, check_forward, check_gradient
+from tests.harness import OpCase, harness_tests
 
 
 def _pair(v):
@@ -196,18 +196,7 @@ CASES = [
            lambda x: np_bilinear(x, (5, 2), True), [((1, 2, 3, 4),)]),
 ]
 
-FORWARD = [(case, shapes) for case in CASES for shapes in case.shapes]
-IDS = [i for case in CASES for i in case.ids()]
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_forward_matches_numpy(case, shapes):
-    check_forward(case, shapes)
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_gradient_matches_finite_differences(case, shapes):
-    check_gradient(case, shapes)
+test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
 
 
 # --- behaviour beyond the harness -----------------------------------------------------------

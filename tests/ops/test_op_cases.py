@@ -4,10 +4,9 @@ central differences, over broadcasting, size-1 and 0-d shapes."""
 import math
 
 import numpy as np
-import pytest
 
 import layerwise as lw
-from tests.harness import OpCase, check_forward, check_gradient, erf
+from tests.harness import OpCase, erf, harness_tests
 
 BINARY = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3)), ((1,), ())]
 UNARY = [((3, 4),), ((2, 3, 5),), ((),), ((1,),)]
@@ -98,15 +97,4 @@ CASES = [
            [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,))]),
 ]
 
-FORWARD = [(case, shapes) for case in CASES for shapes in case.shapes]
-IDS = [i for case in CASES for i in case.ids()]
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_forward_matches_numpy(case, shapes):
-    check_forward(case, shapes)
-
-
-@pytest.mark.parametrize("case,shapes", [(c, s) for c, s in FORWARD if c.grad], ids=[i for (c, _), i in zip(FORWARD, IDS) if c.grad])
-def test_gradient_matches_finite_differences(case, shapes):
-    check_gradient(case, shapes)
+test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)

@@ -6,14 +6,13 @@ references take x and the PyTorch weights. The stacked layers (2 layers, bidirec
 the projected-input path) run through the same harness via the nn modules."""
 
 import numpy as np
-import pytest
 
 import layerwise as lw
 from layerwise.nn import functional as F
 from layerwise.nn.rnn import GRU, LSTM, RNN
 from layerwise.ops.embedding import embedding
 from layerwise.ops.rnn import GRUFunction, LSTMFunction, RNNFunction
-from tests.harness import OpCase, check_forward, check_gradient
+from tests.harness import OpCase, harness_tests
 
 
 def _sigmoid(v):
@@ -226,15 +225,4 @@ CASES = [
     ),
 ]
 
-FORWARD = [(case, shapes) for case in CASES for shapes in case.shapes]
-IDS = [i for case in CASES for i in case.ids()]
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_forward_matches_numpy(case, shapes):
-    check_forward(case, shapes)
-
-
-@pytest.mark.parametrize("case,shapes", FORWARD, ids=IDS)
-def test_gradient_matches_finite_differences(case, shapes):
-    check_gradient(case, shapes)
+test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
