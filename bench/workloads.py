@@ -1,0 +1,172 @@
+"""The benchmark workloads, each built the same way in layerwise and in PyTorch.
+
+Each ``<name>_layerwise()`` / ``<name>_pytorch()`` returns a zero-argument training step
+(zero_grad, forward, loss, backward, optimizer step) on fixed random data, float32.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data(shape_x, n_classes, n_targets, seed=0, ints=False):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, n_classes, shape_x) if ints else rng.standard_normal(shape_x).astype(np.float32)
+    return x, rng.integers(0, n_classes, n_targets)
+
+
+def _lw_step(model, opt, loss_of):
+    def step():
+        opt.zero_grad()
+        loss_of(model).backward()
+        opt.step()
+    return step
+
+
+def _torch_step(model, opt, loss_of):
+    def step():
+        opt.zero_grad()
+        loss_of(model).backward()
+        opt.step()
+    return step
+
+
+# --- MLP 784-512-512-10, batch 128, Adam -----------------------------------------------------
+MLP_FLOPS = 6 * 128 * (784 * 512 + 512 * 512 + 512 * 10)  # 2 per MAC forward, 4 backward
+
+
+def mlp_layerwise():
+    import layerwise as lw
+    from layerwise import nn, optim
+    import layerwise.nn.functional as F
+
+    lw.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    x, y = _data((128, 784), 10, 128)
+    x, y = lw.tensor(x), lw.tensor(y)
+    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), lambda m: F.cross_entropy(m(x), y))
+
+
+def mlp_pytorch():
+    import torch
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    x, y = (torch.from_numpy(a) for a in _data((128, 784), 10, 128))
+    return _torch_step(model, torch.optim.Adam(model.parameters(), lr=1e-3),
+                       lambda m: torch.nn.functional.cross_entropy(m(x), y))
+
+
+# --- CNN: conv 1->32 3x3, pool, conv 32->64 3x3, pool, FC 3136->128->10, batch 64 -------------
+
+
+def _cnn(nn):
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+def cnn_layerwise():
+    import layerwise as lw
+    from layerwise import nn, optim
+    import layerwise.nn.functional as F
+
+    lw.manual_seed(0)
+    model = _cnn(nn)
+    x, y = _data((64, 1, 28, 28), 10, 64)
+    x, y = lw.tensor(x), lw.tensor(y)
+    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), lambda m: F.cross_entropy(m(x), y))
+
+
+def cnn_pytorch():
+    import torch
+
+    torch.manual_seed(0)
+    model = _cnn(torch.nn)
+    x, y = (torch.from_numpy(a) for a in _data((64, 1, 28, 28), 10, 64))
+    return _torch_step(model, torch.optim.Adam(model.parameters(), lr=1e-3),
+                       lambda m: torch.nn.functional.cross_entropy(m(x), y))
+
+
+# --- GPT: 4 layers, d=128, 4 heads, context 128, vocab 96, batch 16, AdamW -------------------
+GPT_SHAPE = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd=128)
+
+
+def gpt_layerwise():
+    import layerwise as lw
+    from layerwise import optim
+    from layerwise.models import GPT, GPTConfig
+
+    lw.manual_seed(0)
+    model = GPT(GPTConfig(**GPT_SHAPE, dropout=0.0))
+    idx, targets = _data((16, 128), 96, (16, 128), ints=True)
+    idx, targets = lw.tensor(idx), lw.tensor(targets)
+    return _lw_step(model, optim.AdamW(model.parameters(), lr=3e-4), lambda m: m(idx, targets)[1])
+
+
+def gpt_pytorch():
+    import torch
+
+    sys.path.insert(0, str(REPO / "scripts" / "torch_reference"))
+    from attention import GPT  # the nanoGPT-style torch GPT the reference fixtures use
+
+    torch.manual_seed(0)
+    model = GPT(**GPT_SHAPE)
+    idx, targets = (torch.from_numpy(a) for a in _data((16, 128), 96, (16, 128), ints=True))
+    return _torch_step(model, torch.optim.AdamW(model.parameters(), lr=3e-4), lambda m: m(idx, targets)[1])
+
+
+# --- LSTM language model: vocab 96, embedding and hidden 256, sequence 64, batch 32, Adam -----
+
+
+def lstm_layerwise():
+    import layerwise as lw
+    from layerwise import optim
+    from layerwise.models import LSTMLanguageModel
+    import layerwise.nn.functional as F
+
+    lw.manual_seed(0)
+    model = LSTMLanguageModel(96, 256, 256)
+    idx, targets = _data((32, 64), 96, (32, 64), ints=True)
+    idx, targets = lw.tensor(idx), lw.tensor(targets)
+
+    def loss_of(m):
+        logits, _ = m(idx)  # (B, T, V)
+        return F.cross_entropy(logits.reshape(-1, 96), targets.reshape(-1))
+
+    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), loss_of)
+
+
+def lstm_pytorch():
+    import torch
+
+    class LSTMLanguageModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(96, 256)
+            self.lstm = torch.nn.LSTM(256, 256, batch_first=True)
+            self.head = torch.nn.Linear(256, 96)
+
+        def forward(self, idx):
+            out, _ = self.lstm(self.embedding(idx))
+            return self.head(out)
+
+    torch.manual_seed(0)
+    model = LSTMLanguageModel()
+    idx, targets = (torch.from_numpy(a) for a in _data((32, 64), 96, (32, 64), ints=True))
+    return _torch_step(model, torch.optim.Adam(model.parameters(), lr=1e-3),
+                       lambda m: torch.nn.functional.cross_entropy(m(idx).reshape(-1, 96), targets.reshape(-1)))
+
+
+WORKLOADS = {
+    "mlp": ("MLP 784-512-512-10, batch 128, Adam", mlp_layerwise, mlp_pytorch),
+    "cnn": ("CNN conv32-conv64-fc128, batch 64, 28x28, Adam", cnn_layerwise, cnn_pytorch),
+    "gpt": ("GPT 4 layers, d=128, 4 heads, context 128, vocab 96, batch 16, AdamW", gpt_layerwise, gpt_pytorch),
+    "lstm": ("LSTM LM vocab 96, embedding/hidden 256, sequence 64, batch 32, Adam", lstm_layerwise, lstm_pytorch),
+}
