@@ -3,7 +3,9 @@ GPT, for tests/nn/test_attention_layers.py and tests/models/test_gpt.py.
 
 Run with a Python that has torch (not a layerwise dependency):
 
-    /tmp/torchenv/bin/python scripts/torch_reference/attention.py
+    uv run --group reference python scripts/torch_reference/attention.py
+
+(or `uv run --with <a local torch wheel> python ...` where PyPI's CUDA build is unwanted)
 
 Each case writes tests/fixtures/torch/attn_<case>.safetensors holding
     - the module's state_dict under its own keys (in_proj_weight, transformer.h.0.ln_1.weight, ...);

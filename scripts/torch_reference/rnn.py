@@ -2,7 +2,9 @@
 
 Run with a Python that has torch (not a layerwise dependency):
 
-    /tmp/torchenv/bin/python scripts/torch_reference/rnn.py
+    uv run --group reference python scripts/torch_reference/rnn.py
+
+(or `uv run --with <a local torch wheel> python ...` where PyPI's CUDA build is unwanted)
 
 Each case writes tests/fixtures/torch/rnn_<case>.safetensors holding
     - the module's state_dict under its own keys (weight_ih_l0, ...), unchanged;

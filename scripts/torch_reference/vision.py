@@ -3,7 +3,9 @@ and tests/models/test_vision_models.py.
 
 Run with a Python that has torch (not a layerwise dependency):
 
-    /tmp/torchenv/bin/python scripts/torch_reference/vision.py
+    uv run --group reference python scripts/torch_reference/vision.py
+
+(or `uv run --with <a local torch wheel> python ...` where PyPI's CUDA build is unwanted)
 
 Each case writes tests/fixtures/torch/vision_<case>.safetensors holding
     - the module's state_dict under its own keys (weight, bias, running_mean, ...), unchanged;
