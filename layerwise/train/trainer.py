@@ -4,7 +4,8 @@
     history = trainer.fit()      # one dict per epoch: train/val loss and accuracy, lr
 
 Each epoch trains over ``train_loader`` (a tqdm bar with loss, accuracy and samples/s),
-then evaluates ``val_loader``. The scheduler, if any, steps once per batch. Callbacks add
+then evaluates ``val_loader``. ``forward(model, inputs)`` says how to call a model whose
+output is not the loss function's input (a language model returning ``(logits, state)``). The scheduler, if any, steps once per batch. Callbacks add
 early stopping, best-model checkpoints, the history file and resume checkpoints.
 
 A NaN or Inf loss or gradient stops training with a FloatingPointError naming the epoch,
@@ -31,7 +32,7 @@ from layerwise.nn.utils import clip_grad_norm_
 class Trainer:
     def __init__(self, model, optimizer, loss_fn=F.cross_entropy, train_loader=None,
                  val_loader=None, epochs=1, scheduler=None, callbacks=(), clip_grad_norm=None,
-                 batch_transform=None, progress=True, verbose=True):
+                 batch_transform=None, progress=True, verbose=True, forward=None):
         if train_loader is None:
             raise ValueError("Trainer needs a train_loader")
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
@@ -52,6 +53,8 @@ class Trainer:
         # (inputs, targets) -> (inputs, targets), applied to training batches only:
         # augmentation. It should draw from the global generator, which checkpoints carry.
         self.batch_transform = batch_transform
+        # (model, inputs) -> outputs for loss_fn(outputs, targets); model(inputs) by default.
+        self.forward = forward if forward is not None else _call
         self.progress = progress
         self.verbose = verbose
 
@@ -99,7 +102,7 @@ class Trainer:
             inputs, targets = self.batch_transform(inputs, targets)
         rng_state = backend.get_rng_state()  # to replay the batch exactly if it goes bad
         self.optimizer.zero_grad()
-        outputs = self.model(inputs)
+        outputs = self.forward(self.model, inputs)
         loss = self.loss_fn(outputs, targets)
         loss.backward()
         self._check_finite(loss, inputs, targets, rng_state)
@@ -137,7 +140,7 @@ class Trainer:
         sums = _EpochSums()
         with no_grad():
             for inputs, targets in loader:
-                outputs = self.model(inputs)
+                outputs = self.forward(self.model, inputs)
                 sums.add(float(self.loss_fn(outputs, targets).data), outputs.data, targets.data)
         self.model.train(was_training)
         return sums.metrics()
@@ -171,7 +174,7 @@ class Trainer:
         self.optimizer.zero_grad()
         try:
             with detect_anomaly():
-                self.loss_fn(self.model(inputs), targets).backward()
+                self.loss_fn(self.forward(self.model, inputs), targets).backward()
         except FloatingPointError as err:
             return f"anomaly detection: {err}"
         finally:
@@ -235,22 +238,49 @@ class Trainer:
             yield (name if counts[name] == 1 else f"{name}-{counts[name]}"), callback
 
 
+def _call(model, inputs):
+    return model(inputs)
+
+
+def _class_axis(outputs, targets):
+    """The axis of ``outputs`` holding class scores for integer ``targets``, or None.
+
+    Scores (B, C) for labels (B,), (B, T, V) for tokens (B, T): the last axis; PyTorch's
+    (B, C, d1, ...) for labels (B, d1, ...): axis 1. Anything else has no accuracy.
+    """
+    if targets.dtype.kind not in "iu" or targets.ndim == 0 or outputs.ndim != targets.ndim + 1:
+        return None
+    if outputs.shape[:-1] == targets.shape:
+        return -1
+    if outputs.shape[:1] + outputs.shape[2:] == targets.shape:
+        return 1
+    return None
+
+
 class _EpochSums:
-    """Sample-weighted loss and correct-prediction counts over one pass."""
+    """Target-weighted loss and correct-prediction counts over one pass.
+
+    Integer targets count one each, except negative ones, which a loss ignores (the
+    ignore_index of -100 or GPT's -1): so the mean loss of a pass is the mean over every
+    predicted token of a language model, or over the masked tokens of a masked LM.
+    """
 
     def __init__(self, loss_sum=0.0, correct=0, seen=0, has_accuracy=True):
         self.loss_sum, self.correct, self.seen = loss_sum, correct, seen
         self.has_accuracy = has_accuracy
 
     def add(self, mean_loss, outputs, targets):
-        n = int(targets.shape[0]) if targets.ndim else 1
-        self.loss_sum += mean_loss * n
-        self.seen += n
-        # Accuracy only makes sense for (B, C) scores against (B,) integer classes.
-        if outputs.ndim == 2 and targets.ndim == 1 and targets.dtype.kind in "iu":
-            self.correct += int((outputs.argmax(axis=1) == targets).sum())
+        axis = _class_axis(outputs, targets)
+        if axis is not None:
+            counted = targets >= 0
+            n = int(counted.sum())
+            self.correct += int(((outputs.argmax(axis=axis) == targets) & counted).sum())
         else:
+            n = int(targets.shape[0]) if targets.ndim else 1
             self.has_accuracy = False
+        if n:  # a batch with every target ignored has a NaN mean and no weight
+            self.loss_sum += mean_loss * n
+            self.seen += n
 
     def mean_loss(self):
         return self.loss_sum / max(self.seen, 1)

@@ -1,0 +1,115 @@
+"""Disaggregated evaluation: metrics per class and per subgroup, each with n and a bootstrap
+95% interval, the largest gap and ratio between groups, and warnings for groups too small.
+
+    table = group_metrics(y_true, y_pred, groups)
+    demographic_parity_difference(y_true, y_pred, sensitive_features=groups)  # as in Fairlearn
+
+Intervals are percentile bootstraps over the examples of each group (resampled together, so
+the rates stay consistent), vectorised: one (B, n) index draw per group.
+"""
+
+import numpy as np
+
+SMALL_GROUP = 30  # fewer examples than this: the interval is too wide to trust
+
+
+def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0):
+    """Percentile bootstrap interval of the mean of ``values`` (1-D): (low, high)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return (float(low), float(high))
+
+
+def _rate_ci(hits, mask, n_boot, seed):
+    """Mean of ``hits`` over ``mask`` with its bootstrap interval; NaN when mask is empty."""
+    sel = np.asarray(hits, np.float64)[mask]
+    if len(sel) == 0:
+        return {"value": None, "ci": [None, None], "n": 0}
+    low, high = bootstrap_ci(sel, n_boot=n_boot, seed=seed)
+    return {"value": float(sel.mean()), "ci": [low, high], "n": len(sel)}
+
+
+def group_metrics(y_true, y_pred, groups, positive=None, n_boot=1000, seed=0,
+                  small=SMALL_GROUP):
+    """Per group: n, accuracy, error rate (with intervals) and TPR/FPR for ``positive``.
+
+    ``positive``: the class treated as positive for TPR/FPR (default: 1 for binary labels,
+    else none). Returns {"groups": {name: {...}}, "gap": ..., "ratio": ..., "warnings": [...]}:
+    the largest difference and the smallest/largest ratio of accuracy between groups.
+    """
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    groups = np.asarray(groups).ravel()
+    if not len(y_true) == len(y_pred) == len(groups):
+        raise ValueError(f"y_true, y_pred and groups must have one entry per example, got "
+                         f"lengths {len(y_true)}, {len(y_pred)}, {len(groups)}")
+    if positive is None and set(np.unique(y_true).tolist()) <= {0, 1}:
+        positive = 1
+    correct = (y_true == y_pred)
+    table, warnings = {}, []
+    for k, g in enumerate(np.unique(groups)):
+        m = groups == g
+        row = {"n": int(m.sum()),
+               "accuracy": _rate_ci(correct, m, n_boot, seed + k),
+               "error_rate": _rate_ci(~correct, m, n_boot, seed + k)}
+        if positive is not None:
+            pos, pred_pos = y_true == positive, y_pred == positive
+            row["tpr"] = _rate_ci(pred_pos, m & pos, n_boot, seed + k)
+            row["fpr"] = _rate_ci(pred_pos, m & ~pos, n_boot, seed + k)
+            row["selection_rate"] = _rate_ci(pred_pos, m, n_boot, seed + k)
+        if row["n"] < small:
+            warnings.append(f"group {str(g)!r} has only {row['n']} examples (< {small}); its "
+                            f"metrics are too uncertain to compare")
+        table[str(g)] = row
+    acc = {g: r["accuracy"]["value"] for g, r in table.items()}
+    hi, lo = max(acc, key=acc.get), min(acc, key=acc.get)
+    return {"groups": table, "positive": positive,
+            "gap": {"metric": "accuracy", "value": acc[hi] - acc[lo], "best": hi, "worst": lo},
+            "ratio": {"metric": "accuracy", "value": acc[lo] / acc[hi] if acc[hi] else None,
+                      "best": hi, "worst": lo},
+            "warnings": warnings}
+
+
+def per_class_metrics(y_true, y_pred, num_classes, n_boot=1000, seed=0):
+    """One-vs-rest per class: n, TPR (recall), FPR, with bootstrap intervals."""
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    out = {}
+    for c in range(num_classes):
+        pos, pred = y_true == c, y_pred == c
+        out[str(c)] = {"n": int(pos.sum()), "tpr": _rate_ci(pred, pos, n_boot, seed + c),
+                       "fpr": _rate_ci(pred, ~pos, n_boot, seed + c)}
+    return out
+
+
+# --- Fairlearn's definitions (fairlearn.metrics) ---------------------------------------------
+
+
+def _by_group(fn, y_true, y_pred, sensitive_features):
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    s = np.asarray(sensitive_features).ravel()
+    return np.array([fn(y_true[s == g], y_pred[s == g]) for g in np.unique(s)])
+
+
+def demographic_parity_difference(y_true, y_pred, sensitive_features, pos_label=1):
+    """max - min over groups of the selection rate P(y_pred = pos_label | group)."""
+    rates = _by_group(lambda t, p: np.mean(p == pos_label), y_true, y_pred, sensitive_features)
+    return float(rates.max() - rates.min())
+
+
+def equalized_odds_difference(y_true, y_pred, sensitive_features, pos_label=1):
+    """The larger of the TPR difference and the FPR difference between groups (max - min)."""
+    def tpr(t, p):
+        pos = t == pos_label
+        return np.mean(p[pos] == pos_label) if pos.any() else 0.0
+
+    def fpr(t, p):
+        neg = t != pos_label
+        return np.mean(p[neg] == pos_label) if neg.any() else 0.0
+
+    tprs = _by_group(tpr, y_true, y_pred, sensitive_features)
+    fprs = _by_group(fpr, y_true, y_pred, sensitive_features)
+    return float(max(tprs.max() - tprs.min(), fprs.max() - fprs.min()))

@@ -1,0 +1,102 @@
+"""``layerwise audit RUN``: evaluate a trained image run per class and per group, calibration,
+shift and explanations, print the findings and write card.json + card.html into the run.
+
+    layerwise audit runs/mlp-20260101-120000
+    layerwise audit runs/mlp-... --groups groups.csv --group-column writer
+
+``--groups FILE`` gives one group per test example: one label a line, or a CSV with a header
+whose column ``--group-column`` names (default: its first column).
+"""
+
+import csv
+import os
+import sys
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "audit", help="audit a trained run and write its model card",
+        description="Disaggregated metrics with bootstrap intervals, calibration, OOD and "
+                    "corruption robustness, explanations; writes card.json and card.html.")
+    p.add_argument("run", metavar="RUN", help="the run directory (or its name under --out)")
+    p.add_argument("--groups", metavar="FILE", help="one group label per test example")
+    p.add_argument("--group-column", metavar="NAME",
+                   help="the CSV column of --groups holding the group (default: the first)")
+    p.add_argument("--out", default="runs", metavar="DIR",
+                   help="where to look for RUN given by name (default: runs)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def resolve_run(run, out):
+    if not os.path.isdir(run) and os.path.isdir(os.path.join(out, run)):
+        return os.path.join(out, run)
+    return run
+
+
+def read_groups(path, column=None):
+    """Group labels from a plain list (one a line) or a CSV with a header row."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--groups file {path!r} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    if column is None and not any("," in line for line in lines):
+        return lines
+    rows = list(csv.DictReader(lines))
+    header = list(rows[0]) if rows else []
+    name = column if column is not None else (header[0] if header else None)
+    if name not in header:
+        raise ValueError(f"--group-column {name!r} is not a column of {path}; its columns are "
+                         f"{header}")
+    return [r[name] for r in rows]
+
+
+def run(args):
+    from layerwise.audit.report import build_report
+    from layerwise.train.checkpoint import RunError
+
+    run_dir = resolve_run(args.run, args.out)
+    try:
+        groups = None
+        if args.groups:
+            groups = read_groups(args.groups, args.group_column)
+        elif args.group_column:
+            raise ValueError("--group-column needs --groups FILE to read the column from")
+        card = build_report(run_dir, group_labels=groups, group_name=args.group_column or "group")
+    except (RunError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print_summary(card)
+    print(f"model card: {os.path.join(run_dir, 'card.html')}")
+    return 0
+
+
+def print_summary(card):
+    m = card.get("metrics")
+    if not m:
+        print("not an image classifier: the card holds the training record only")
+        return
+    lo, hi = m["accuracy_ci95"]
+    print(f"test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['n']})")
+    for key, table in card["disaggregated"].items():
+        if key == "per_class":
+            continue
+        print(f"accuracy {key.replace('_', ' ')}:")
+        for name, r in table["groups"].items():
+            a = r["accuracy"]
+            print(f"  {name:>10}  n={r['n']:<5} {a['value']:.3f}  [{a['ci'][0]:.3f}, "
+                  f"{a['ci'][1]:.3f}]")
+        print(f"  largest gap {table['gap']['value']:.3f}, ratio {table['ratio']['value']:.3f}")
+        for w in table["warnings"]:
+            print(f"  warning: {w}")
+    c = card["calibration"]
+    print(f"calibration: ECE {c['ece']:.4f}, MCE {c['mce']:.4f}; temperature {c['temperature']:.3f}"
+          f" -> ECE {c['ece_scaled']:.4f}")
+    ood = card["robustness"]["ood"]
+    print(f"OOD AUROC vs uniform noise: max-softmax {ood['auroc_max_softmax']:.3f}, energy "
+          f"{ood['auroc_energy']:.3f}")
+    cor = card["robustness"]["corruptions"]
+    print("accuracy under corruption (severity " + " ".join(map(str, cor["severities"])) + "):")
+    for kind, accs in cor.items():
+        if kind not in ("clean", "severities", "n", "note"):
+            print(f"  {kind:>9}  " + " ".join(f"{a:.3f}" for a in accs))

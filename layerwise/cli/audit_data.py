@@ -1,0 +1,121 @@
+"""``layerwise audit-data [RUN]``: check the data before (or after) training.
+
+    layerwise audit-data                      # the shipped digits, split with seed 0
+    layerwise audit-data runs/mlp-...         # the splits of a run
+    layerwise audit-data --label-issues --folds 5 --near-threshold 0.15 --json data_audit.json
+
+Reports exact and near copies of test/validation examples in train (the pairs), duplicates
+and conflicting labels within each split, class balance, drift between train and test
+(per-pixel KS and a domain classifier's 2*AUC - 1), and with ``--label-issues`` the
+label-issue candidates of the training split by confident learning on cross-validated
+probabilities. Exits 1 when test examples leak into training.
+"""
+
+import json
+import sys
+
+from layerwise.cli.audit import resolve_run
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "audit-data", help="contamination, duplicates, balance, label issues and drift",
+        description="Check a run's data splits (or the default digits splits) for leaks "
+                    "and other problems.")
+    p.add_argument("run", metavar="RUN", nargs="?",
+                   help="a run directory (default: the shipped digits, split with --seed)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="split seed when no RUN is given (default: 0)")
+    p.add_argument("--near-threshold", type=float, default=None, metavar="X",
+                   help="RMS distance between standardised examples below which two are near "
+                        "copies (default: 0.15, i.e. correlation above 0.989)")
+    p.add_argument("--label-issues", action="store_true",
+                   help="also rank label-issue candidates in train (cross-validated, slower)")
+    p.add_argument("--folds", type=int, default=5, metavar="K",
+                   help="cross-validation folds for --label-issues (default: 5)")
+    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    p.add_argument("--out", default="runs", metavar="DIR",
+                   help="where to look for RUN given by name (default: runs)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _splits(args):
+    from layerwise.audit.report import load_run, split_arrays
+    from layerwise.data import digits_splits
+
+    if args.run is None:
+        splits = digits_splits(seed=args.seed, fractions=(0.8, 0.1, 0.1))
+    else:
+        splits = load_run(resolve_run(args.run, args.out)).splits
+    return {name: split_arrays(ds) for name, ds in splits.items()}
+
+
+def audit_data(splits, near_threshold=None, label_issues=False, folds=5):
+    """The data report of {'train': (x, y), 'val': ..., 'test': ...} as a dict."""
+    from layerwise.audit import data_checks as dc
+
+    thr = dc.NEAR_THRESHOLD if near_threshold is None else near_threshold
+    x_tr, y_tr = splits["train"]
+    k = int(max(int(y.max()) for _, y in splits.values()) + 1)
+    report = {"near_threshold": thr, "contamination": {}, "duplicates": {}, "balance": {}}
+    for name, (x, y) in splits.items():
+        if name != "train":
+            report["contamination"][name] = dc.check_contamination(
+                x_tr, x, near_threshold=thr, other_name=name).to_dict()
+        d = dc.find_duplicates(x, y)
+        report["duplicates"][name] = {"duplicate_groups": d["duplicate_groups"],
+                                      "conflicting_groups": d["conflicting_groups"]}
+        report["balance"][name] = dc.class_balance(y, k)
+    if "test" in splits:
+        drift = dc.drift_report(x_tr, splits["test"][0])
+        report["drift_train_test"] = {key: drift[key] for key in
+                                      ("ks_max", "top_features", "domain_auc", "domain_score")}
+    if label_issues:
+        if folds < 2:
+            raise ValueError(f"--folds must be at least 2, got {folds}")
+        probs = dc.cross_val_probs(x_tr, y_tr, k, folds=folds)
+        issues = dc.find_label_issues(probs, y_tr)
+        issues["method"] += f" ({folds}-fold cross-validated softmax regression)"
+        report["label_issues_train"] = issues
+    return report
+
+
+def run(args):
+    from layerwise.train.checkpoint import RunError
+
+    if args.label_issues and args.folds < 2:
+        print(f"error: --folds must be at least 2, got {args.folds}", file=sys.stderr)
+        return 2
+    try:
+        report = audit_data(_splits(args), args.near_threshold, args.label_issues, args.folds)
+    except (RunError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for name, c in report["contamination"].items():
+        print(f"{name} in train: {c['n_leaked']} of {c['n_other']} ({len(c['exact_pairs'])} "
+              f"exact, {len(c['near_pairs'])} near at RMS distance < {c['near_threshold']})")
+        for i, j in c["exact_pairs"][:5]:
+            print(f"  exact: train[{i}] == {name}[{j}]")
+        for i, j, d in c["near_pairs"][:5]:
+            print(f"  near:  train[{i}] ~ {name}[{j}] (distance {d:.3f})")
+    for name, d in report["duplicates"].items():
+        print(f"{name}: {len(d['duplicate_groups'])} duplicate groups, "
+              f"{len(d['conflicting_groups'])} with conflicting labels")
+    for name, b in report["balance"].items():
+        rare = ", ".join(map(str, b["rare_classes"])) or "none"
+        print(f"{name} class counts {b['counts']}; rare (< {b['rare_limit']:.3f}): {rare}")
+    if "drift_train_test" in report:
+        dr = report["drift_train_test"]
+        print(f"drift train vs test: max KS {dr['ks_max']:.3f}, domain classifier 2*AUC-1 = "
+              f"{dr['domain_score']:.3f}")
+    if "label_issues_train" in report:
+        li = report["label_issues_train"]
+        print(f"label-issue candidates in train: {len(li['indices'])} "
+              f"(first {li['indices'][:10]}); {li['method']}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    leaked = report["contamination"].get("test", {}).get("n_leaked", 0)
+    return 1 if leaked else 0

@@ -1,0 +1,163 @@
+"""``layerwise finetune RUN --data digits:5-9 --labels-per-class N --freeze "features.*"``:
+fine-tune a trained image run on a few labels per class, optionally against the same
+architecture trained from scratch on the same labels.
+
+    layerwise finetune runs/label-efficiency-... --data digits:5-9 --labels-per-class 10 50 \\
+        --seeds 0 1 2 --compare-scratch
+    layerwise finetune runs/mlp-2025... --data digits:0-9 --labels-per-class 20 --freeze "1.*"
+
+RUN is a run directory with config.json and model.safetensors: a ``layerwise train`` image run
+or a label-efficiency run. Its last Linear layer (or ``--head``) is replaced by a new one with
+one output per class of ``--data``. The new run directory holds model.safetensors (the model
+fine-tuned on the largest N, first seed), config.json, metrics.json with the accuracy table,
+and report/label_efficiency.{md,png}.
+"""
+
+import os
+import sys
+import time
+
+from layerwise.cli.argtypes import int_at_least
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a trained image run on a few labels per class",
+        description="Fine-tune RUN's model on N labelled images per class of --data, with a "
+                    "new head; report test accuracy (mean +- std over seeds).")
+    p.add_argument("run", metavar="RUN", help="the source run directory")
+    p.add_argument("--data", default="digits:5-9", metavar="SPEC",
+                   help="digits[:CLASSES], e.g. digits:5-9 or digits:1,7 (default: digits:5-9); "
+                        "100 images per class are held out for testing")
+    p.add_argument("--labels-per-class", type=int_at_least(1), nargs="+", default=[10],
+                   metavar="N", help="labelled training images per class (several: a table)")
+    p.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                   help='glob of parameter names to keep fixed, e.g. "features.*" (repeatable)')
+    p.add_argument("--head", metavar="NAME", help="module to replace (default: the last Linear)")
+    p.add_argument("--features-lr-decay", type=float, metavar="D",
+                   help="train all but the head at lr / D (discriminative learning rates)")
+    p.add_argument("--compare-scratch", action="store_true",
+                   help="also train the architecture from scratch on the same labels")
+    p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0], metavar="S")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int_at_least(1), default=10)
+    p.add_argument("--min-steps", type=int_at_least(1), default=150)
+    p.add_argument("--out", default="runs", metavar="DIR", help="where the new run goes")
+    p.add_argument("--name", metavar="NAME", help="the new run's directory name")
+    p.set_defaults(handler=run)
+    return p
+
+
+def parse_classes(spec):
+    """"digits" -> 0..9; "digits:5-9" -> 5..9; "digits:1,7" -> [1, 7]."""
+    source, _, classes = spec.partition(":")
+    if source != "digits":
+        raise ValueError(f"--data {spec!r}: the source must be 'digits' (the shipped 5k MNIST "
+                         f"sample), e.g. digits:5-9")
+    if not classes:
+        return list(range(10))
+    out = set()
+    try:
+        for part in classes.split(","):
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"--data {spec!r}: classes must look like 5-9 or 1,7") from None
+    if len(out) < 2 or min(out) < 0 or max(out) > 9:
+        raise ValueError(f"--data {spec!r}: need at least 2 digit classes within 0-9")
+    return sorted(out)
+
+
+def load_source(run_dir):
+    """(build: () -> fresh model of the run's architecture, state dict, default head name)."""
+    from layerwise.finetune.label_efficiency import Classifier
+    from layerwise.nn.linear import Linear
+    from layerwise.serialization import load
+    from layerwise.train.checkpoint import read_json
+    from layerwise.train.recipes import get_recipe
+
+    config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
+    weights = os.path.join(run_dir, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise ValueError(f"{run_dir} has no model.safetensors: is the run finished?")
+    if "model" in config and "arch" in config["model"]:
+        spec = config["model"]
+
+        def build():
+            return Classifier(spec["arch"], spec["num_classes"], spec["width"])
+    else:
+        recipe = get_recipe(config.get("recipe"))
+        if recipe.task.kind != "image":
+            raise ValueError(f"{run_dir} is a {recipe.task.kind!r} run; finetune takes image "
+                             f"classifier runs")
+
+        def build():
+            return recipe.build(config["hyperparameters"], 1, None).model
+    model = build()
+    linears = [name for name, m in model.named_modules() if isinstance(m, Linear)]
+    return build, load(weights), linears[-1] if linears else None
+
+
+def run(args):
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+def _run(args):
+    from layerwise.data.digits import load_digits_5k
+    from layerwise.finetune import label_efficiency as le
+    from layerwise.finetune.freeze import match_parameters
+    from layerwise.serialization import save
+    from layerwise.train.checkpoint import RunError, create_run_dir, write_json
+
+    if not os.path.isdir(args.run):
+        raise ValueError(f"RUN {args.run!r} is not a directory; pass a run directory such as "
+                         f"runs/label-efficiency-...")
+    classes = parse_classes(args.data)
+    try:
+        build, state, default_head = load_source(args.run)
+    except RunError as err:
+        raise ValueError(str(err)) from None
+    head = args.head or default_head
+    if args.freeze:
+        match_parameters(build(), args.freeze)  # a pattern that matches nothing fails now
+    images, labels = load_digits_5k()
+    others = [c for c in range(10) if c not in classes]
+    data = le.split_digits(images, labels, pretrain_classes=others)
+    methods = ["fine-tuned"] + (["scratch"] if args.compare_scratch else [])
+    results = {n: {m: [] for m in methods} for n in args.labels_per_class}
+    keep, t0 = None, time.perf_counter()
+    for n in args.labels_per_class:
+        for seed in args.seeds:
+            x, y = le.sample_per_class(*data["pool"], n, seed)
+            for method in methods:
+                model = le.adapt(build, state, x, y, len(classes), head=head,
+                                 scratch=method == "scratch", freeze_patterns=args.freeze,
+                                 features_lr_decay=args.features_lr_decay, lr=args.lr,
+                                 epochs=args.epochs, min_steps=args.min_steps, seed=seed)
+                acc = le.accuracy(model, *data["test"])
+                results[n][method].append(acc)
+                print(f"{n:4d}/class  seed {seed}  {method:10s}  test accuracy {acc:.4f}")
+                if method == "fine-tuned" and seed == args.seeds[0]:
+                    keep = model  # the largest N's wins: the loop ends on it
+    run_dir = create_run_dir(args.out, args.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}",
+                             explicit=args.name is not None)
+    save(keep.state_dict(), os.path.join(run_dir, "model.safetensors"),
+         metadata={"source_run": os.path.abspath(args.run)})
+    summary = le.write_report({"results": results, "arch": os.path.basename(args.run),
+                               "seeds": args.seeds}, run_dir,
+                              title=f"{args.data}: fine-tuned from {os.path.basename(args.run)}")
+    config = {k: v for k, v in vars(args).items() if k != "handler"}
+    config.update(source_run=os.path.abspath(args.run), classes=classes, head=head,
+                  num_classes=len(classes))
+    write_json(os.path.join(run_dir, "config.json"), config)
+    write_json(os.path.join(run_dir, "metrics.json"), {
+        "table": {str(n): row for n, row in summary.items()},
+        "test_accuracy": summary[args.labels_per_class[-1]]["fine-tuned"]["mean"],
+        "seconds": round(time.perf_counter() - t0, 2)})
+    print(le.table_markdown(summary))
+    print(f"run: {run_dir}")
+    return 0

@@ -1,0 +1,358 @@
+"""Language-model recipes: a GPT and an LSTM trained on the Python documentation.
+
+    layerwise train --model gpt                      # char tokens, ~3 min on 2 cores
+    layerwise train --model lstm --tokenizer bpe     # byte-level BPE (512) from the training text
+    layerwise generate runs/gpt-... --prompt "The "  # continue a prompt with a trained run
+
+The corpus (``python_docs_corpus``) is cut by position: the first 90% of its characters
+train, the last 10% validate, so no validation text leaks into training windows. A char
+vocabulary is read off the whole text (it holds only which characters exist); a BPE
+tokenizer is trained on the training part only. Either is saved as the run's
+``tokenizer.json``, and a resumed run reads it back instead of rebuilding it.
+
+A finished run reports the validation loss per token and per character (total nats over
+total characters of the validation targets, so char and BPE runs compare), the perplexity,
+the unigram entropy of the validation text for reference (what a model that ignores context
+could at best reach), and a seeded sample, also written to ``sample.txt``.
+"""
+
+import hashlib
+import math
+import os
+import platform
+from collections import Counter
+from dataclasses import dataclass
+
+from layerwise import optim
+from layerwise.autograd import Tensor
+from layerwise.backend import xp
+from layerwise.data.text import (
+    BPETokenizer, CharTokenizer, lm_splits, load_tokenizer, python_docs_corpus,
+)
+from layerwise.models.gpt import GPT, GPTConfig
+from layerwise.models.lstm_lm import LSTMLanguageModel
+from layerwise.nn import functional as F
+from layerwise.nn.module import Module
+from layerwise.serialization import load, write_text_atomic
+from layerwise.train.checkpoint import RunError, read_json
+from layerwise.train.recipes import RECIPES, Parts, Recipe, Task, TaskData, get_recipe, register
+
+TOKENIZER_FILE = "tokenizer.json"
+SAMPLE_FILE = "sample.txt"
+TOKENIZERS = ("char", "bpe")
+
+
+# --- the corpus and its tokenizer -----------------------------------------------------------
+
+
+def corpus_text(hp):
+    """The pydoc corpus, cut to its first ``corpus_chars`` characters when that is set."""
+    text = python_docs_corpus()
+    n = hp.get("corpus_chars")
+    return text if n is None else text[: int(n)]
+
+
+def corpus_record(hp):
+    """The config's "data" entry: the corpus differs between Python versions, so the run
+    records which one it used and a hash that a resume checks."""
+    text = corpus_text(hp)
+    return {"source": "pydoc_data.topics", "python": platform.python_version(),
+            "chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "data_dir": None}
+
+
+def checked_corpus(config):
+    """The corpus text of a run, refusing one that differs from the text it was trained on."""
+    hp, record = config["hyperparameters"], config["data"]
+    text = corpus_text(hp)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if record.get("sha256") not in (None, digest):
+        raise RunError(f"this Python's documentation corpus ({platform.python_version()}, "
+                       f"{len(text):,} characters) is not the one the run used (Python "
+                       f"{record.get('python')}, {record.get('chars'):,} characters); "
+                       "continue the run with that Python")
+    return text
+
+
+def split_text(text, val_fraction):
+    """(train, val) text: the last ``val_fraction`` of the characters held out whole."""
+    if not 0 < val_fraction < 1:
+        raise RunError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    cut = int(len(text) * (1 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+def build_tokenizer(kind, train_text, full_text, bpe_vocab_size):
+    if kind == "char":
+        return CharTokenizer.from_text(full_text)
+    if kind == "bpe":
+        try:
+            return BPETokenizer.train(train_text, vocab_size=bpe_vocab_size)
+        except ValueError as err:  # a vocabulary too small for the 256 bytes
+            raise RunError(f"bpe_vocab_size: {err}") from None
+    raise RunError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {kind!r}")
+
+
+def run_tokenizer(hp, train_text, full_text, run_dir):
+    """The run's saved tokenizer when resuming (``run_dir``), else a new one."""
+    if run_dir is None:
+        return build_tokenizer(hp["tokenizer"], train_text, full_text, hp["bpe_vocab_size"])
+    path = os.path.join(run_dir, TOKENIZER_FILE)
+    try:
+        return load_tokenizer(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise RunError(f"cannot read the run's tokenizer: {err}") from None
+
+
+def unigram_entropy(text):
+    """Entropy in nats per character of the text's own character frequencies."""
+    counts = xp.asarray(list(Counter(text).values()), dtype=xp.float64)
+    p = counts / counts.sum()
+    return float(-(p * xp.log(p)).sum())
+
+
+def encode_prompt(tokenizer, prompt):
+    """Token ids of ``prompt``; a character outside a char vocabulary is a RunError naming it."""
+    if not prompt:
+        raise RunError("the prompt is empty; give at least one character, e.g. --prompt 'The '")
+    if isinstance(tokenizer, CharTokenizer):
+        unknown = [c for c in dict.fromkeys(prompt) if c not in tokenizer.index]
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:5])
+            what = f"character {shown} is" if len(unknown) == 1 else f"characters {shown} are"
+            raise RunError(f"prompt {what} not in the run's character vocabulary "
+                           f"({tokenizer.vocab_size} characters of the Python docs); leave it "
+                           "out, or train with --tokenizer bpe, which encodes any text")
+    return tokenizer.encode(prompt)
+
+
+# --- the task -------------------------------------------------------------------------------
+
+
+def decay_groups(model, weight_decay):
+    """AdamW groups: decay matrices and embeddings, not biases and norm weights (GPT-2)."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def lm_forward(model, inputs):
+    """GPT and LSTMLanguageModel return (logits, loss or state): the Trainer wants the logits."""
+    return model(inputs)[0]
+
+
+def token_cross_entropy(logits, targets):
+    """Mean nats per token: logits (B, T, V) against targets (B, T)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+class LanguageModelTask(Task):
+    """Next-token prediction on the pydoc corpus; ``make_model(hp, vocab_size)`` builds the
+    network, so ``layerwise generate`` can rebuild it from a run's config."""
+
+    kind = "lm"
+    monitor = "val_loss"
+
+    def __init__(self, make_model):
+        self.make_model = make_model
+
+    def model_vocab_size(self, tokenizer):
+        return tokenizer.vocab_size
+
+    def data_record(self, hparams, data_dir):
+        if data_dir is not None:
+            raise RunError("--data-dir is for the image recipes; the language models train on "
+                           "the Python documentation that ships with Python")
+        return corpus_record(hparams)
+
+    def load(self, config, run_dir=None):
+        hp = config["hyperparameters"]
+        text = checked_corpus(config)
+        train_text, val_text = split_text(text, hp["val_fraction"])
+        tokenizer = run_tokenizer(hp, train_text, text, run_dir)
+        train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+        block = hp["block_size"]
+        # lm_splits holds out the last int(n * f) tokens... of one stream: choose f so that its
+        # cut falls exactly between the two separately encoded parts (the +0.5 absorbs rounding).
+        n = len(train_ids) + len(val_ids)
+        try:
+            splits = lm_splits(train_ids + val_ids, block, val_fraction=(len(val_ids) - 0.5) / n)
+        except ValueError as err:
+            raise RunError(f"{err} (corpus_chars={hp.get('corpus_chars')})") from None
+        val_targets = splits["val"].tensors[1].data  # (N, T): the tokens the loss scores
+        info = {"vocab_size": tokenizer.vocab_size, "train_tokens": len(train_ids),
+                "val_tokens": int(val_targets.size),
+                "val_chars": len(tokenizer.decode(val_targets.reshape(-1))),
+                "unigram_entropy": unigram_entropy(val_text)}
+        return TaskData(splits, tokenizer, info)
+
+    def save(self, data, run_dir):
+        data.tokenizer.save(os.path.join(run_dir, TOKENIZER_FILE))
+
+    def finish(self, trainer, parts, data, config, run_dir):
+        hp, info = config["hyperparameters"], data.info
+        last = trainer.history[-1]
+        nats_per_token = last["val_loss"]
+        nats_per_char = nats_per_token * info["val_tokens"] / info["val_chars"]
+        prompt = hp["sample_prompt"]
+        new_text = generate_text(parts.model, data.tokenizer, prompt, hp["sample_tokens"],
+                                 temperature=hp["sample_temperature"], top_k=hp["sample_top_k"],
+                                 seed=config["seed"])
+        write_text_atomic(os.path.join(run_dir, SAMPLE_FILE), prompt + new_text)
+        return {
+            "val_loss_nats_per_token": nats_per_token,
+            "val_nats_per_char": nats_per_char,
+            "val_bits_per_char": nats_per_char / math.log(2),
+            "val_perplexity": math.exp(nats_per_token),
+            "val_accuracy": last.get("val_accuracy"),
+            "unigram_entropy_nats_per_char": info["unigram_entropy"],
+            "tokenizer": hp["tokenizer"], "vocab_size": info["vocab_size"],
+            "val_tokens": info["val_tokens"], "val_chars": info["val_chars"],
+            "sample": prompt + new_text,
+        }
+
+    def summary(self, metrics):
+        return [
+            f"val loss: {metrics['val_loss_nats_per_token']:.4f} nats/token, "
+            f"{metrics['val_nats_per_char']:.4f} nats/char ({metrics['val_bits_per_char']:.3f} "
+            f"bits/char), perplexity {metrics['val_perplexity']:.2f}  (unigram entropy of the "
+            f"val text: {metrics['unigram_entropy_nats_per_char']:.4f} nats/char)",
+            f"{metrics['train_seconds']:.1f} s, {metrics['params']:,} parameters, "
+            f"{metrics['tokenizer']} vocabulary of {metrics['vocab_size']}",
+            "sample:", metrics["sample"],
+        ]
+
+
+def generate_text(model, tokenizer, prompt, max_new_tokens, temperature=1.0, top_k=None,
+                  top_p=None, seed=None, use_cache=True):
+    """The text a GPT or LSTM run writes after ``prompt`` (the prompt itself not included)."""
+    ids = encode_prompt(tokenizer, prompt)
+    idx = Tensor(xp.asarray([ids], dtype=xp.int64))  # (1, T)
+    kwargs = {} if isinstance(model, LSTMLanguageModel) else {"use_cache": use_cache}
+    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         seed=seed, **kwargs)
+    tokens = out.data[0]
+    # Decoding all tokens and dropping the prompt keeps a BPE byte sequence split across the
+    # prompt's end whole.
+    full = tokenizer.decode(tokens)
+    prefix = tokenizer.decode(tokens[: len(ids)])
+    return full[len(prefix):] if full.startswith(prefix) else tokenizer.decode(tokens[len(ids):])
+
+
+def lm_parts(model, hp, steps_per_epoch):
+    """AdamW with decay groups, warm-up then cosine, gradient clipping: nanoGPT's recipe."""
+    optimizer = optim.AdamW(decay_groups(model, hp["weight_decay"]), lr=hp["lr"],
+                            betas=(0.9, 0.99))
+    total = hp["epochs"] * steps_per_epoch
+    scheduler = optim.lr_scheduler.warmup_cosine(
+        optimizer, warmup_steps=min(hp["warmup_steps"], total - 1), total_steps=total,
+        min_lr=hp["lr"] / 10)
+    return Parts(model, optimizer, token_cross_entropy, scheduler, forward=lm_forward,
+                 clip_grad_norm=hp["grad_clip"])
+
+
+# --- a trained run, loaded back ---------------------------------------------------------------
+
+
+@dataclass
+class TrainedRun:
+    """A finished run's config, recipe, tokenizer and model (in eval mode)."""
+
+    run_dir: str
+    config: dict
+    recipe: Recipe
+    tokenizer: object
+    model: Module
+
+    @property
+    def task(self):
+        return self.recipe.task
+
+
+def load_trained(run_dir, kinds=("lm", "mlm")):
+    """Read a finished text run back: config.json, tokenizer.json, model.safetensors.
+
+    ``kinds`` are the task kinds the caller can use; another kind is a RunError naming it.
+    """
+    if not os.path.isdir(run_dir):
+        raise RunError(f"no run directory {run_dir!r}")
+    config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
+    recipe = get_recipe(config.get("recipe"))
+    if recipe.task.kind not in kinds:
+        wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
+        usable = ", ".join(name for name, r in RECIPES.items() if r.task.kind in kinds)
+        raise RunError(f"run {run_dir} holds {_KIND_NAMES.get(recipe.task.kind, 'a model')} "
+                       f"(recipe {recipe.name!r}); this needs {wanted}, from a run of one of: "
+                       f"{usable}")
+    weights = os.path.join(run_dir, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise RunError(f"{run_dir} has no model.safetensors: the run has not finished; "
+                       f"continue it with `layerwise train --resume {run_dir}`")
+    tokenizer = run_tokenizer(config["hyperparameters"], None, None, run_dir)
+    model = recipe.task.make_model(config["hyperparameters"],
+                                   recipe.task.model_vocab_size(tokenizer))
+    try:
+        model.load_state_dict(load(weights))
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise RunError(f"{weights} does not fit the run's config: "
+                       f"{str(err).splitlines()[0]}") from None
+    model.eval()
+    return TrainedRun(run_dir, config, recipe, tokenizer, model)
+
+
+_KIND_NAMES = {"lm": "a language model", "mlm": "a masked-LM encoder",
+               "image": "an image classifier"}
+
+
+# --- the recipes ----------------------------------------------------------------------------
+
+_LM_COMMON = {
+    "tokenizer": "char", "bpe_vocab_size": 512, "corpus_chars": None, "val_fraction": 0.1,
+    "weight_decay": 0.1, "warmup_steps": 20, "grad_clip": 1.0, "eval_batch_size": 64,
+    "sample_prompt": "The ", "sample_tokens": 300, "sample_temperature": 0.8,
+    "sample_top_k": None, "patience": None,
+}
+
+
+def make_gpt(hp, vocab_size):
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=hp["block_size"],
+                         n_layer=hp["n_layer"], n_head=hp["n_head"], n_embd=hp["n_embd"],
+                         dropout=hp["dropout"]))
+
+
+def make_lstm(hp, vocab_size):
+    return LSTMLanguageModel(vocab_size, hp["embed_dim"], hp["hidden_size"], hp["num_layers"],
+                             dropout=hp["dropout"], tie_weights=hp["tie_weights"])
+
+
+GPT_TASK, LSTM_TASK = LanguageModelTask(make_gpt), LanguageModelTask(make_lstm)
+
+_GPT_DEFAULTS = {**_LM_COMMON, "epochs": 4, "batch_size": 16, "lr": 3e-3, "block_size": 128,
+                 "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0, "warmup_steps": 50}
+_LSTM_DEFAULTS = {**_LM_COMMON, "epochs": 4, "batch_size": 16, "lr": 3e-3, "block_size": 64,
+                  "embed_dim": 256, "hidden_size": 256, "num_layers": 1, "dropout": 0.0,
+                  "tie_weights": False, "weight_decay": 0.01}
+_TINY = {"corpus_chars": 20_000, "epochs": 2, "batch_size": 8, "block_size": 32,
+         "warmup_steps": 10, "sample_tokens": 40, "eval_batch_size": 256}
+
+
+def _build_lm(task):
+    def build(hp, steps_per_epoch, data):
+        return lm_parts(task.make_model(hp, data.tokenizer.vocab_size), hp, steps_per_epoch)
+
+    return build
+
+
+register("gpt", "GPT 4 layers, d=128, 4 heads, context 128 on the Python docs (char tokens; "
+                "--tokenizer bpe): AdamW, cosine lr", _GPT_DEFAULTS, GPT_TASK)(_build_lm(GPT_TASK))
+register("gpt-tiny", "GPT 1 layer, d=64 on 20k characters of the Python docs for 3 epochs: a "
+                     "smoke test in seconds",
+         {**_GPT_DEFAULTS, **_TINY, "epochs": 3, "n_layer": 1, "n_head": 4, "n_embd": 64,
+          "lr": 3e-3}, GPT_TASK)(_build_lm(GPT_TASK))
+register("lstm", "LSTM embedding 256, hidden 256, sequences of 64 on the Python docs (char "
+                 "tokens; --tokenizer bpe): AdamW, cosine lr", _LSTM_DEFAULTS,
+         LSTM_TASK)(_build_lm(LSTM_TASK))
+register("lstm-tiny", "LSTM embedding 32, hidden 64 on 20k characters of the Python docs for 2 "
+                      "epochs: a smoke test in seconds",
+         {**_LSTM_DEFAULTS, **_TINY, "embed_dim": 32, "hidden_size": 64, "lr": 2e-2},
+         LSTM_TASK)(_build_lm(LSTM_TASK))

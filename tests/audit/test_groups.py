@@ -1,0 +1,84 @@
+"""Disaggregated metrics: exact per-group rates, interval coverage, Fairlearn's definitions."""
+
+import numpy as np
+import pytest
+
+from layerwise.audit import groups as G
+
+
+def _planted(n_a=300, n_b=100, err_a=30, err_b=30):
+    """Group a: err_a errors of n_a; group b (the planted one): err_b errors of n_b."""
+    y = np.zeros(n_a + n_b, np.int64)
+    pred = y.copy()
+    pred[:err_a] = 1
+    pred[n_a:n_a + err_b] = 1
+    g = np.array(["a"] * n_a + ["b"] * n_b)
+    return y, pred, g
+
+
+def test_planted_subgroup_exact_rates_gap_and_ratio():
+    y, pred, g = _planted()
+    out = G.group_metrics(y, pred, g)
+    a, b = out["groups"]["a"], out["groups"]["b"]
+    assert (a["n"], b["n"]) == (300, 100)
+    assert a["error_rate"]["value"] == 30 / 300 and b["error_rate"]["value"] == 30 / 100
+    assert a["accuracy"]["value"] == 270 / 300 and b["accuracy"]["value"] == 70 / 100
+    assert out["gap"]["value"] == pytest.approx(0.9 - 0.7)
+    assert (out["gap"]["best"], out["gap"]["worst"]) == ("a", "b")
+    assert out["ratio"]["value"] == pytest.approx(0.7 / 0.9)
+    lo, hi = b["error_rate"]["ci"]
+    assert lo < 0.3 < hi and hi - lo < 0.25
+    assert out["warnings"] == []
+
+
+def test_tpr_fpr_by_hand():
+    y = np.array([1, 1, 1, 0, 0, 1, 0, 0])
+    p = np.array([1, 0, 1, 1, 0, 1, 1, 1])
+    g = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+    out = G.group_metrics(y, p, g, small=1)
+    assert out["groups"]["0"]["tpr"]["value"] == 2 / 3
+    assert out["groups"]["0"]["fpr"]["value"] == 1 / 2
+    assert out["groups"]["1"]["tpr"]["value"] == 1.0
+    assert out["groups"]["1"]["fpr"]["value"] == 1.0
+
+
+def test_bootstrap_intervals_cover_the_truth_in_at_least_93_of_100_seeds():
+    # a planted subgroup with true error rate 0.3; each seed draws a fresh sample of 200
+    p_true, hits = 0.3, 0
+    for seed in range(100):
+        errors = np.random.default_rng(seed).random(200) < p_true
+        lo, hi = G.bootstrap_ci(errors, n_boot=1000, seed=seed)
+        hits += lo <= p_true <= hi
+    assert hits >= 93, hits
+
+
+def test_bootstrap_ci_matches_a_loop():
+    values = np.random.default_rng(0).random(50)
+    rng = np.random.default_rng(7)
+    idx = rng.integers(0, 50, size=(200, 50))
+    means = [values[row].mean() for row in idx]  # the same draws, one resample at a time
+    assert G.bootstrap_ci(values, n_boot=200, seed=7) == pytest.approx(
+        tuple(np.quantile(means, [0.025, 0.975])))
+
+
+def test_small_group_warning():
+    y, pred, g = _planted(n_a=300, n_b=12, err_b=3)
+    out = G.group_metrics(y, pred, g)
+    assert len(out["warnings"]) == 1 and "'b' has only 12 examples" in out["warnings"][0]
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="lengths 3, 3, 2"):
+        G.group_metrics([0, 1, 0], [0, 1, 1], ["a", "b"])
+
+
+def test_fairlearn_demographic_parity_and_equalized_odds_by_hand():
+    # group a: y = 1 1 0 0, pred 1 0 1 0 -> selection 2/4, TPR 1/2, FPR 1/2
+    # group b: y = 1 1 1 0 0 0, pred 1 1 1 0 0 1 -> selection 4/6, TPR 1, FPR 1/3
+    y = np.array([1, 1, 0, 0, 1, 1, 1, 0, 0, 0])
+    p = np.array([1, 0, 1, 0, 1, 1, 1, 0, 0, 1])
+    s = np.array(["a"] * 4 + ["b"] * 6)
+    assert G.demographic_parity_difference(y, p, sensitive_features=s) == pytest.approx(
+        4 / 6 - 2 / 4)
+    # max(TPR diff 1/2, FPR diff 1/2 - 1/3)
+    assert G.equalized_odds_difference(y, p, sensitive_features=s) == pytest.approx(0.5)
