@@ -8,6 +8,7 @@ imports it.
 
 from layerwise.audit.calibration import calibration_error, fit_temperature, nll, softmax
 from layerwise.audit.card import render_html, write_card
+from layerwise.audit.cost import CostCallback, count_flops, emissions_record, format_table, profile_model
 from layerwise.audit.data_checks import (
     NEAR_THRESHOLD,
     ContaminationError,
@@ -56,6 +57,7 @@ from layerwise.audit.shift import (
 )
 
 __all__ = [
+    "CostCallback", "count_flops", "emissions_record", "format_table", "profile_model",
     "CORRUPTIONS",
     "NEAR_THRESHOLD",
     "ContaminationError",

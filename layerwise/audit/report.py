@@ -272,7 +272,7 @@ def _attention(run, n_tokens=24):
 
 # --- training cost (issue 5 writes it; we only read) -------------------------------------------
 
-_COST_WORDS = ("second", "energy", "kwh", "joule", "co2", "carbon", "emission", "flop", "power")
+_COST_WORDS = ("second", "energy", "kwh", "joule", "co2", "carbon", "emission", "flop", "power", "memory")
 
 
 def training_cost(run_dir, metrics):

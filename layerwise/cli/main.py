@@ -76,7 +76,22 @@ def build_parser():
                        "(default: at the end of each epoch)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--list", action="store_true", help="list the recipes and exit")
+    train.add_argument("--allow-contamination", action="store_true",
+                       help="train even when test examples are copied into the training split")
+    train.add_argument("--no-card", action="store_true",
+                       help="do not write the model card (card.html, card.json) at the end")
+    train.add_argument("--country", metavar="CC",
+                       help="grid intensity of this country (ISO code) for the CO2e estimate")
+    train.add_argument("--grid-intensity", type=positive_float, metavar="G",
+                       help="grid carbon intensity in gCO2e/kWh (overrides --country)")
+    train.add_argument("--pue", type=positive_float, metavar="X",
+                       help="data-centre power usage effectiveness (default: 1.0)")
     add_generate_parser(commands)
+    # The other commands live in their own modules, each adding its parser with a handler.
+    from layerwise.cli import audit, audit_data, compress, cost, explain, finetune, report
+
+    for module in (audit, audit_data, explain, report, cost, compress, finetune):
+        module.add_parser(commands)
     return parser
 
 
@@ -90,6 +105,8 @@ def main(argv=None):
     from layerwise.train.checkpoint import RunError
 
     try:
+        if getattr(args, "handler", None) is not None:
+            return args.handler(args)
         return generate(args, UsageError) if args.command == "generate" else _train(args)
     except UsageError as err:
         print(f"error: {err} (see `layerwise {args.command} --help`)", file=sys.stderr)
@@ -136,10 +153,21 @@ def _train(args):
         config = make_config(name, seed=0 if args.seed is None else args.seed,
                              data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
                              **overrides)
-        run_dir, metrics = start_run(config, out_dir=args.out, name=args.name, progress=progress)
+        config["cost"] = {"country": args.country, "grid_intensity": args.grid_intensity,
+                          "pue": args.pue or 1.0}
+        from layerwise.audit import refuse_contamination
+
+        check = None if args.allow_contamination else refuse_contamination
+        run_dir, metrics = start_run(config, out_dir=args.out, name=args.name, progress=progress,
+                                     check_data=check)
     print(f"run: {run_dir}")
     for line in recipe.task.summary(metrics):
         print(line)
+    if not args.no_card:
+        from layerwise.audit import write_model_card
+
+        write_model_card(run_dir)
+        print(f"model card: {os.path.join(run_dir, 'card.html')}")
     return 0
 
 

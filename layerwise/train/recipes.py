@@ -235,8 +235,15 @@ def build_tiny(hp, steps_per_epoch, data):
     return _mlp_parts(hp, steps_per_epoch)
 
 
-def _cnn_model(c1=16, c2=32):
-    """Two 3x3 conv blocks and two dense layers (c1=32, c2=64 is the CNN of bench/)."""
+@register("mlp-small", "MLP 784-128-10 on the shipped 5k digits: a small student for "
+                       "`layerwise compress --distill-into`",
+          {**_MLP_DEFAULTS, "hidden": [128], "dropout": 0.1})
+def build_mlp_small(hp, steps_per_epoch, data):
+    return _mlp_parts(hp, steps_per_epoch)
+
+
+def _cnn_model(c1=32, c2=64):
+    """Two 3x3 conv blocks and two dense layers: the CNN of bench/."""
     return nn.Sequential(
         nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, c1, 14, 14)
         nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, c2, 7, 7)
@@ -244,8 +251,8 @@ def _cnn_model(c1=16, c2=32):
     )
 
 
-@register("cnn", "CNN conv16-conv32-fc128 on the shipped 5k digits: AdamW, cosine lr, label "
-                 "smoothing, +-2 px shifts", {**_MLP_DEFAULTS, "epochs": 8, "lr": 3e-3})
+@register("cnn", "CNN conv32-conv64-fc128 on the shipped 5k digits: AdamW, cosine lr, label "
+                 "smoothing, +-2 px shifts", {**_MLP_DEFAULTS, "epochs": 8, "lr": 2e-3})
 def build_cnn(hp, steps_per_epoch, data):
     model = _cnn_model()
     optimizer = optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])

@@ -42,12 +42,18 @@ def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, **ove
             "checkpoint_every": checkpoint_every, "layerwise_version": layerwise.__version__}
 
 
-def start_run(config, out_dir="runs", name=None, progress=True, verbose=True):
-    """Train a new run into a fresh directory; returns (run_dir, metrics)."""
+def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, check_data=None):
+    """Train a new run into a fresh directory; returns (run_dir, metrics).
+
+    ``check_data(data)`` runs before anything is written and may raise RunError (the CLI
+    passes the contamination check of layerwise.audit, which train must not import).
+    """
     task = get_recipe(config["recipe"]).task
     # Load the data and build the model first, so that a bad --data-dir or hyperparameter
     # fails before a run directory is made.
     data = task.load(config)
+    if check_data is not None:
+        check_data(data)
     setup = _setup(config, data)
     default_name = f"{config['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = create_run_dir(out_dir, name or default_name, explicit=name is not None)
@@ -101,6 +107,15 @@ def _train(config, run_dir, data, setup, state, progress, verbose):
                                 monitor=recipe.task.monitor)]
     if hp.get("patience"):
         callbacks.append(EarlyStopping(monitor="val_loss", patience=hp["patience"]))
+    # What the run costs (FLOPs, energy, CO2e); imported here so train loads audit's cost
+    # module only when a run is trained.
+    from layerwise.audit.cost import CostCallback
+
+    cost_options = config.get("cost") or {}
+    cost = CostCallback(run_dir, country=cost_options.get("country"),
+                        intensity=cost_options.get("grid_intensity"),
+                        pue=cost_options.get("pue", 1.0))
+    callbacks.append(cost)
     clock = ResumeCheckpoint(run_dir, every=config.get("checkpoint_every"))
     callbacks.append(clock)  # last: it saves what the others decided
     trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, train_loader, val_loader,
@@ -125,5 +140,6 @@ def _train(config, run_dir, data, setup, state, progress, verbose):
         "epochs": trainer.epoch,
         "steps": trainer.global_step,
     })
+    metrics.update(cost.metrics)
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
