@@ -40,7 +40,8 @@ def test_train_prints_the_lm_summary(runs, capsys):
     metrics = json.loads((runs / "again" / "metrics.json").read_text())
     assert f"{metrics['val_nats_per_char']:.4f} nats/char" in lines[1]
     assert f"unigram entropy of the val text: {metrics['unigram_entropy_nats_per_char']:.4f}" in lines[1]
-    assert lines[3] == "sample:" and "\n".join(lines[4:]) == metrics["sample"]
+    sample_lines = metrics["sample"].count("\n") + 1
+    assert lines[3] == "sample:" and "\n".join(lines[4:4 + sample_lines]) == metrics["sample"]
     assert len(metrics["sample"]) == len("The ") + 7
     config = json.loads((runs / "again" / "config.json").read_text())
     assert config["hyperparameters"]["corpus_chars"] == 6000
