@@ -3,6 +3,7 @@
 Everything else talks to ``xp``, so swapping the array library is a change here only.
 """
 
+from layerwise.backend.allocator import keep_freed_memory
 from layerwise.backend.numpy_backend import (
     erf,
     xp,
@@ -27,6 +28,8 @@ from layerwise.backend.dtypes import (
     set_default_dtype,
     to_dtype,
 )
+
+keep_freed_memory()  # see allocator.py: page faults and munmap cost more than the ops
 
 __all__ = [
     "xp", "erf", "rng", "manual_seed", "get_rng_state", "set_rng_state",

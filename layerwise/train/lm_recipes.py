@@ -1,6 +1,6 @@
 """Language-model recipes: a GPT and an LSTM trained on the Python documentation.
 
-    layerwise train --model gpt                      # char tokens, ~3 min on 2 cores
+    layerwise train --model gpt                      # char tokens, ~4 min on 2 cores
     layerwise train --model lstm --tokenizer bpe     # byte-level BPE (512) from the training text
     layerwise generate runs/gpt-... --prompt "The "  # continue a prompt with a trained run
 
