@@ -34,8 +34,21 @@ def _torch_step(model, opt, loss_of):
     return step
 
 
+# Matmul FLOPs of one training step: 2 per multiply-add forward, and twice that backward (the
+# input gradient and the weight gradient), except where the input needs no gradient.
+
+
+def _train_flops(forward_macs, input_layer_macs=0):
+    """FLOPs of forward + backward, where the first layer's input gradient is not needed."""
+    return 6 * forward_macs - 2 * input_layer_macs
+
+
 # --- MLP 784-512-512-10, batch 128, Adam -----------------------------------------------------
-MLP_FLOPS = 6 * 128 * (784 * 512 + 512 * 512 + 512 * 10)  # 2 per MAC forward, 4 backward
+MLP_FLOPS = _train_flops(128 * (784 * 512 + 512 * 512 + 512 * 10), 128 * 784 * 512)
+
+
+def _mlp(nn):
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
 
 
 def mlp_layerwise():
@@ -44,7 +57,7 @@ def mlp_layerwise():
     import layerwise.nn.functional as F
 
     lw.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    model = _mlp(nn)
     x, y = _data((128, 784), 10, 128)
     x, y = lw.tensor(x), lw.tensor(y)
     return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), lambda m: F.cross_entropy(m(x), y))
@@ -55,7 +68,7 @@ def mlp_pytorch():
 
     torch.manual_seed(0)
     nn = torch.nn
-    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    model = _mlp(nn)
     x, y = (torch.from_numpy(a) for a in _data((128, 784), 10, 128))
     return _torch_step(model, torch.optim.Adam(model.parameters(), lr=1e-3),
                        lambda m: torch.nn.functional.cross_entropy(m(x), y))
@@ -70,6 +83,10 @@ def _cnn(nn):
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
     )
+
+
+_CNN_CONV1, _CNN_CONV2 = 64 * 28 * 28 * 32 * 9, 64 * 14 * 14 * 64 * 32 * 9
+CNN_FLOPS = _train_flops(_CNN_CONV1 + _CNN_CONV2 + 64 * (3136 * 128 + 128 * 10), _CNN_CONV1)
 
 
 def cnn_layerwise():
@@ -96,6 +113,11 @@ def cnn_pytorch():
 
 # --- GPT: 4 layers, d=128, 4 heads, context 128, vocab 96, batch 16, AdamW -------------------
 GPT_SHAPE = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd=128)
+_BT, _D = 16 * 128, 128
+# per layer: qkv, output projection, the MLP's two, and attention's QK^T and AV (causal masking
+# is not exploited by either framework, so the full T x T products count)
+_GPT_LAYER = _BT * (3 * _D * _D + _D * _D + 8 * _D * _D) + 2 * _BT * 128 * _D
+GPT_FLOPS = _train_flops(4 * _GPT_LAYER + _BT * _D * 96)
 
 
 def gpt_layerwise():
@@ -123,6 +145,11 @@ def gpt_pytorch():
 
 
 # --- LSTM language model: vocab 96, embedding and hidden 256, sequence 64, batch 32, Adam -----
+
+
+# the input projection, the recurrent product and the head, for all 32 x 64 positions; the
+# embedding is a lookup
+LSTM_FLOPS = _train_flops(32 * 64 * (256 * 1024 + 256 * 1024 + 256 * 96))
 
 
 def lstm_layerwise():
@@ -163,6 +190,47 @@ def lstm_pytorch():
     return _torch_step(model, torch.optim.Adam(model.parameters(), lr=1e-3),
                        lambda m: torch.nn.functional.cross_entropy(m(idx).reshape(-1, 96), targets.reshape(-1)))
 
+
+# --- inference at batch 1: forward only, eval mode, no graph -----------------------------------
+
+
+def _one_sample(shape):
+    return np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+
+
+def infer_layerwise(make_model, shape):
+    import layerwise as lw
+    from layerwise import nn
+
+    lw.manual_seed(0)
+    model = make_model(nn).eval()
+    x = lw.tensor(_one_sample(shape))
+
+    def forward():
+        with lw.no_grad():
+            return model(x)
+    return forward
+
+
+def infer_pytorch(make_model, shape):
+    import torch
+
+    torch.manual_seed(0)
+    model = make_model(torch.nn).eval()
+    x = torch.from_numpy(_one_sample(shape))
+
+    def forward():
+        with torch.inference_mode():
+            return model(x)
+    return forward
+
+
+INFERENCE = {
+    "mlp": ("MLP 784-512-512-10, batch 1, forward", _mlp, (1, 784)),
+    "cnn": ("CNN conv32-conv64-fc128, batch 1, forward", _cnn, (1, 1, 28, 28)),
+}
+
+FLOPS = {"mlp": MLP_FLOPS, "cnn": CNN_FLOPS, "gpt": GPT_FLOPS, "lstm": LSTM_FLOPS}
 
 WORKLOADS = {
     "mlp": ("MLP 784-512-512-10, batch 128, Adam", mlp_layerwise, mlp_pytorch),
