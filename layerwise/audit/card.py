@@ -34,9 +34,19 @@ _EMISSION_COLUMNS = ("duration", "energy_consumed", "emissions", "cpu_energy", "
                      "country_iso_code", "pue")
 
 
+def _number(text):
+    """A CSV cell as a float where it is one (emissions.csv holds only text)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
 def _fmt(v, digits=3):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "&ndash;"
+    if isinstance(v, float) and v != 0 and abs(v) < 10 ** -digits:
+        return f"{v:.{digits}g}"  # a few joules in kWh: keep the significant digits
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return html.escape(str(v))
@@ -82,6 +92,11 @@ def _group_table(table):
     ratio = table["ratio"]["value"]
     out += (f"<p>Largest accuracy gap: <b>{gap['value']:.3f}</b> ({html.escape(gap['best'])} vs "
             f"{html.escape(gap['worst'])}); ratio worst/best {_fmt(ratio)}.</p>")
+    fair = table.get("fairness")
+    if fair:
+        out += (f"<p>Demographic-parity difference <b>{fair['demographic_parity_difference']:.3f}"
+                f"</b>, equalized-odds difference <b>{fair['equalized_odds_difference']:.3f}</b>"
+                f" <span class='note'>({html.escape(fair['definition'])})</span>.</p>")
     out += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in table["warnings"])
     return out
 
@@ -109,7 +124,10 @@ def _sections(card, figures):
         ["recipe", html.escape(d["recipe"])], ["task", html.escape(d["task"])],
         ["seed", _fmt(d["seed"])], ["layerwise", _fmt(d["layerwise_version"])],
         ["hyperparameters", "<code>" + html.escape(json.dumps(d["hyperparameters"])) + "</code>"],
-    ], left=True))
+    ] + ([["compressed from", html.escape(d["compressed_from"])],
+          ["compression", "<code>" + html.escape(json.dumps(
+              [{k: v for k, v in step.items() if k != "losses"} for step in d["compression"]]))
+           + "</code>"]] if "compressed_from" in d else []), left=True))
     parts.append(f"<h2>Intended use</h2><p>{html.escape(card['intended_use'])}</p>")
     data = card["data"]
     parts.append("<h2>Data</h2>" + _table(
@@ -123,6 +141,8 @@ def _sections(card, figures):
                  f"{len(ct['near_pairs'])} near)")
         rows = [["test examples found in train", leaks],
                 ["validation examples found in train", f"{cv['n_leaked']}"],
+                ["test examples found in validation",
+                 f"{dc.get('contamination_test_in_val', {}).get('n_leaked', '&ndash;')}"],
                 ["duplicate groups in train", dc["train_duplicates"]],
                 ["of which with conflicting labels", dc["train_conflicting_labels"]],
                 ["rare classes in train (&lt; 0.1/K)", ", ".join(map(str, bal["rare_classes"]))
@@ -204,7 +224,8 @@ def _sections(card, figures):
     if cost["values"]:
         flat = {k: v for k, v in cost["values"].items() if k != "emissions_csv"}
         row = cost["values"].get("emissions_csv", {})
-        flat.update({f"emissions.csv: {k}": row[k] for k in _EMISSION_COLUMNS if k in row})
+        flat.update({f"emissions.csv: {k}": _number(row[k]) for k in _EMISSION_COLUMNS
+                     if k in row})
         parts.append(_table(["quantity", "value"],
                             [[html.escape(k), _fmt(v, 4)] for k, v in flat.items()]))
     if cost["note"]:

@@ -40,7 +40,9 @@ def group_metrics(y_true, y_pred, groups, positive=None, n_boot=1000, seed=0,
 
     ``positive``: the class treated as positive for TPR/FPR (default: 1 for binary labels,
     else none). Returns {"groups": {name: {...}}, "gap": ..., "ratio": ..., "warnings": [...]}:
-    the largest difference and the smallest/largest ratio of accuracy between groups.
+    the largest difference and the smallest/largest ratio of accuracy between groups. For a
+    binary task (``positive`` set) it adds "fairness": Fairlearn's demographic-parity and
+    equalized-odds differences between the groups.
     """
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     groups = np.asarray(groups).ravel()
@@ -67,11 +69,20 @@ def group_metrics(y_true, y_pred, groups, positive=None, n_boot=1000, seed=0,
         table[str(g)] = row
     acc = {g: r["accuracy"]["value"] for g, r in table.items()}
     hi, lo = max(acc, key=acc.get), min(acc, key=acc.get)
-    return {"groups": table, "positive": positive,
-            "gap": {"metric": "accuracy", "value": acc[hi] - acc[lo], "best": hi, "worst": lo},
-            "ratio": {"metric": "accuracy", "value": acc[lo] / acc[hi] if acc[hi] else None,
-                      "best": hi, "worst": lo},
-            "warnings": warnings}
+    out = {"groups": table, "positive": positive,
+           "gap": {"metric": "accuracy", "value": acc[hi] - acc[lo], "best": hi, "worst": lo},
+           "ratio": {"metric": "accuracy", "value": acc[lo] / acc[hi] if acc[hi] else None,
+                     "best": hi, "worst": lo},
+           "warnings": warnings}
+    if positive is not None and len(set(y_true.tolist()) | set(y_pred.tolist())) <= 2:
+        out["fairness"] = {
+            "demographic_parity_difference": demographic_parity_difference(
+                y_true, y_pred, groups, pos_label=positive),
+            "equalized_odds_difference": equalized_odds_difference(
+                y_true, y_pred, groups, pos_label=positive),
+            "definition": "Fairlearn: max - min over groups of the selection rate; the larger "
+                          "of the TPR and FPR differences (max - min) between groups"}
+    return out
 
 
 def per_class_metrics(y_true, y_pred, num_classes, n_boot=1000, seed=0):

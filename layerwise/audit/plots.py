@@ -26,12 +26,14 @@ def training_curves(history):
     """Loss and accuracy per epoch from history.jsonl records."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    marker = "o" if len(epochs) < 20 else None  # a one-epoch run is a point, not a line
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
         if any(key in h for h in history):
-            axes[0].plot(epochs, [h.get(key) for h in history], style, label=key)
+            axes[0].plot(epochs, [h.get(key) for h in history], style, marker=marker, label=key)
     for key, style in (("train_accuracy", "-"), ("val_accuracy", "--")):
         if any(key in h for h in history):
-            axes[1].plot(epochs, [h.get(key) for h in history], style, label=key)
+            axes[1].plot(epochs, [h.get(key) for h in history], style, marker=marker,
+                         label=key)
     for ax, title in zip(axes, ("loss", "accuracy")):
         ax.set_title(title)
         ax.set_xlabel("epoch")

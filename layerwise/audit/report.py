@@ -151,7 +151,9 @@ def audit_run(run, group_labels=None, group_name="group", full=True, seed=0):
 
     per_class = groups.per_class_metrics(y_te, pred_te, k, seed=seed)
     by_class = groups.group_metrics(y_te, pred_te, y_te, seed=seed)
-    card["disaggregated"] = {"per_class": per_class, "by_true_class": _summary(by_class)}
+    by_true = _summary(by_class)
+    by_true.pop("fairness", None)  # parity between true classes is no fairness question
+    card["disaggregated"] = {"per_class": per_class, "by_true_class": by_true}
     names = sorted(by_class["groups"], key=int)
     figures["per_class"] = _bars(by_class, names, "recall (accuracy on the class)")
     if group_labels is not None:
@@ -204,8 +206,8 @@ def audit_run(run, group_labels=None, group_name="group", full=True, seed=0):
 
 
 def _summary(table):
-    return {"groups": table["groups"], "gap": table["gap"], "ratio": table["ratio"],
-            "warnings": table["warnings"], "positive": table["positive"]}
+    keys = ("groups", "gap", "ratio", "warnings", "positive", "fairness")
+    return {k: table[k] for k in keys if k in table}
 
 
 def _bars(table, names, ylabel):
@@ -243,9 +245,11 @@ def _explanations(model, x_te, y_te, pred_te):
 def _data_checks(x_tr, y_tr, x_va, x_te, y_te, probs_te, k, full):
     leak_test = data_checks.check_contamination(x_tr, x_te, other_name="test")
     leak_val = data_checks.check_contamination(x_tr, x_va, other_name="validation")
+    leak_test_val = data_checks.check_contamination(x_va, x_te, other_name="test")
     dups = data_checks.find_duplicates(x_tr, y_tr)
     issues = data_checks.find_label_issues(probs_te, y_te)
     return {"contamination_test": leak_test.to_dict(), "contamination_val": leak_val.to_dict(),
+            "contamination_test_in_val": leak_test_val.to_dict(),
             "train_duplicates": len(dups["duplicate_groups"]),
             "train_conflicting_labels": len(dups["conflicting_groups"]),
             "class_balance_train": data_checks.class_balance(y_tr, k),
@@ -272,7 +276,8 @@ def _attention(run, n_tokens=24):
 
 # --- training cost (issue 5 writes it; we only read) -------------------------------------------
 
-_COST_WORDS = ("second", "energy", "kwh", "joule", "co2", "carbon", "emission", "flop", "power", "memory")
+_COST_WORDS = ("second", "energy", "kwh", "joule", "co2", "carbon", "emission", "flop", "power",
+               "memory")
 
 
 def training_cost(run_dir, metrics):
@@ -298,7 +303,12 @@ def _details(run):
             "recipe": run.recipe.name, "description": run.recipe.description,
             "task": run.kind, "parameters": run.model.num_parameters(),
             "seed": run.config.get("seed"), "hyperparameters": hp,
-            "layerwise_version": run.config.get("layerwise_version")}
+            "layerwise_version": run.config.get("layerwise_version"),
+            # a `layerwise compress` run: what was done to which model
+            **({"compressed_from": run.config["compressed_from"],
+                "compression": run.config.get("compression", []),
+                "final_model": run.config.get("final_model")}
+               if "compressed_from" in run.config else {})}
 
 
 def _caveats(card):
@@ -317,6 +327,14 @@ def _caveats(card):
     if dc.get("contamination_test", {}).get("n_leaked"):
         out.append(f"{dc['contamination_test']['n_leaked']} test examples also appear in "
                    "training: the test metrics overstate performance.")
+    if dc.get("contamination_test_in_val", {}).get("n_leaked"):
+        out.append(f"{dc['contamination_test_in_val']['n_leaked']} test examples also appear in "
+                   "validation: choices made on validation scores have seen the test set.")
+    details = card["model_details"]
+    if "int8" in (details.get("final_model") or ""):
+        out.append(f"This card audits model.safetensors, the float32 model before "
+                   f"quantization; the int8 model {details['final_model']} is measured only "
+                   f"in metrics.json (accuracy, agreement with the original, size, latency).")
     for table in card.get("disaggregated", {}).values():
         out.extend(table.get("warnings", []) if isinstance(table, dict) else [])
     out.append("Evaluated only on held-out splits of the same source; performance on other "
@@ -353,6 +371,9 @@ def build_report(run_dir, group_labels=None, group_name="group", full=True, writ
         card["explanations"], figures["attention"] = _attention(run)
     card["training_cost"] = training_cost(run_dir, run.metrics)
     card["caveats"] = _caveats(card)
+    if "energy_warnings" in card["training_cost"]["values"]:
+        card["caveats"].append("Training energy and CO2e are estimates: "
+                               + card["training_cost"]["values"]["energy_warnings"] + ".")
     if write:
         write_card(run_dir, card, figures)
     return card

@@ -87,6 +87,10 @@ def print_summary(card):
             print(f"  {name:>10}  n={r['n']:<5} {a['value']:.3f}  [{a['ci'][0]:.3f}, "
                   f"{a['ci'][1]:.3f}]")
         print(f"  largest gap {table['gap']['value']:.3f}, ratio {table['ratio']['value']:.3f}")
+        if "fairness" in table:
+            f = table["fairness"]
+            print(f"  demographic-parity difference {f['demographic_parity_difference']:.3f}, "
+                  f"equalized-odds difference {f['equalized_odds_difference']:.3f}")
         for w in table["warnings"]:
             print(f"  warning: {w}")
     c = card["calibration"]

@@ -4,11 +4,11 @@
     layerwise audit-data runs/mlp-...         # the splits of a run
     layerwise audit-data --label-issues --folds 5 --near-threshold 0.15 --json data_audit.json
 
-Reports exact and near copies of test/validation examples in train (the pairs), duplicates
-and conflicting labels within each split, class balance, drift between train and test
-(per-pixel KS and a domain classifier's 2*AUC - 1), and with ``--label-issues`` the
-label-issue candidates of the training split by confident learning on cross-validated
-probabilities. Exits 1 when test examples leak into training.
+Reports exact and near copies of test/validation examples in train and of test examples in
+validation (the pairs), duplicates and conflicting labels within each split, class balance,
+drift between train and test (per-pixel KS and a domain classifier's 2*AUC - 1), and with
+``--label-issues`` the label-issue candidates of the training split by confident learning on
+cross-validated probabilities. Exits 1 when test examples leak into training or validation.
 """
 
 import json
@@ -61,12 +61,17 @@ def audit_data(splits, near_threshold=None, label_issues=False, folds=5):
     report = {"near_threshold": thr, "contamination": {}, "duplicates": {}, "balance": {}}
     for name, (x, y) in splits.items():
         if name != "train":
-            report["contamination"][name] = dc.check_contamination(
-                x_tr, x, near_threshold=thr, other_name=name).to_dict()
+            report["contamination"][name] = dict(dc.check_contamination(
+                x_tr, x, near_threshold=thr, other_name=name).to_dict(), reference="train")
         d = dc.find_duplicates(x, y)
         report["duplicates"][name] = {"duplicate_groups": d["duplicate_groups"],
                                       "conflicting_groups": d["conflicting_groups"]}
         report["balance"][name] = dc.class_balance(y, k)
+    if "val" in splits and "test" in splits:
+        # a test image copied into validation inflates the scores that pick the model
+        report["contamination"]["test_in_val"] = dict(dc.check_contamination(
+            splits["val"][0], splits["test"][0], near_threshold=thr, other_name="test")
+            .to_dict(), reference="val")
     if "test" in splits:
         drift = dc.drift_report(x_tr, splits["test"][0])
         report["drift_train_test"] = {key: drift[key] for key in
@@ -92,13 +97,14 @@ def run(args):
     except (RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for name, c in report["contamination"].items():
-        print(f"{name} in train: {c['n_leaked']} of {c['n_other']} ({len(c['exact_pairs'])} "
+    for c in report["contamination"].values():
+        name, ref = c["other"], c["reference"]
+        print(f"{name} in {ref}: {c['n_leaked']} of {c['n_other']} ({len(c['exact_pairs'])} "
               f"exact, {len(c['near_pairs'])} near at RMS distance < {c['near_threshold']})")
         for i, j in c["exact_pairs"][:5]:
-            print(f"  exact: train[{i}] == {name}[{j}]")
+            print(f"  exact: {ref}[{i}] == {name}[{j}]")
         for i, j, d in c["near_pairs"][:5]:
-            print(f"  near:  train[{i}] ~ {name}[{j}] (distance {d:.3f})")
+            print(f"  near:  {ref}[{i}] ~ {name}[{j}] (distance {d:.3f})")
     for name, d in report["duplicates"].items():
         print(f"{name}: {len(d['duplicate_groups'])} duplicate groups, "
               f"{len(d['conflicting_groups'])} with conflicting labels")
@@ -117,5 +123,6 @@ def run(args):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
-    leaked = report["contamination"].get("test", {}).get("n_leaked", 0)
+    leaked = sum(report["contamination"].get(key, {}).get("n_leaked", 0)
+                 for key in ("test", "test_in_val"))
     return 1 if leaked else 0

@@ -5,7 +5,7 @@ attention maps of every layer on validation sequence I.
     layerwise explain runs/cnn-20260101-120000 --index 7 --steps 50
 
 Images go to RUN/explain/ (or --save-dir); the integrated-gradients completeness delta is
-printed with the attribution.
+printed with the attribution. ``--layer NAME`` picks the conv layer for Grad-CAM.
 """
 
 import base64
@@ -28,6 +28,9 @@ def add_parser(subparsers):
                    help="integrated-gradients steps (Gauss-Legendre nodes; default: 50)")
     p.add_argument("--target", type=int, metavar="C",
                    help="class to explain (default: the model's prediction)")
+    p.add_argument("--layer", metavar="NAME",
+                   help="the conv layer for Grad-CAM, by its module name (default: the last "
+                        "Conv2d)")
     p.add_argument("--save-dir", metavar="DIR", help="where the PNGs go (default: RUN/explain)")
     p.add_argument("--out", default="runs", metavar="DIR",
                    help="where to look for RUN given by name (default: runs)")
@@ -69,6 +72,11 @@ def run(args):
     if not 0 <= target < k:
         print(f"error: --target {target} is not a class; use 0 to {k - 1}", file=sys.stderr)
         return 1
+    convs = [(n, m) for n, m in loaded.model.named_modules() if type(m).__name__ == "Conv2d"]
+    if args.layer is not None and args.layer not in dict(convs):
+        print(f"error: --layer {args.layer!r} is not a Conv2d of {loaded.recipe.name!r}; its "
+              f"conv layers are {[n for n, _ in convs]}", file=sys.stderr)
+        return 1
     os.makedirs(save_dir, exist_ok=True)
     title = f"#{args.index} y={int(y_te[args.index])} p={pred} explain {target}"
     sal = explain.saliency(loaded.model, x, target)
@@ -80,18 +88,20 @@ def run(args):
         _write_png(path, plots.image_grid([x[0]], [[amap[0]]], [title],
                                           row_labels=["input", name.replace("_", "\n")]))
         written.append(path)
-    convs = [(n, m) for n, m in loaded.model.named_modules() if type(m).__name__ == "Conv2d"]
     if convs:
-        cam = explain.grad_cam(loaded.model, convs[-1][1], x, target)
+        layer = args.layer if args.layer is not None else convs[-1][0]
+        cam = explain.grad_cam(loaded.model, dict(convs)[layer], x, target)
         path = os.path.join(save_dir, f"{args.index}_grad_cam.png")
         _write_png(path, plots.image_grid([x[0]], [[cam[0]]], [title], cmap="jet",
-                                          row_labels=["input", "Grad-CAM"]))
+                                          row_labels=["input", f"Grad-CAM\n{layer}"]))
         written.append(path)
     rel = abs(delta[0]) / max(abs(f_diff[0]), 1e-12)
     print(f"example {args.index}: label {int(y_te[args.index])}, predicted {pred}, explaining "
           f"class {target}")
     print(f"integrated gradients ({args.steps} steps): completeness delta {delta[0]:.3g} "
           f"({rel:.2%} of F(x) - F(baseline) = {f_diff[0]:.4g})")
+    if convs:
+        print(f"Grad-CAM of conv layer {layer!r}")
     for path in written:
         print(f"wrote {path}")
     return 0

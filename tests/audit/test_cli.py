@@ -75,6 +75,33 @@ def test_explain_writes_images(run_copy, capsys):
     assert "completeness delta" in out
 
 
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    from layerwise.train.run import make_config, start_run
+
+    config = make_config("cnn", seed=0, epochs=1, train_subset=64)  # a conv model, in seconds
+    run_dir, _ = start_run(config, out_dir=str(tmp_path_factory.mktemp("cnn")), name="c",
+                           progress=False, verbose=False)
+    return run_dir
+
+
+def test_explain_grad_cam_of_a_chosen_conv_layer(cnn_run, tmp_path, capsys):
+    maps = {}
+    for layer in ("0", "3", None):
+        save = tmp_path / str(layer)
+        argv = ["explain", cnn_run, "--index", "2", "--steps", "4", "--save-dir", str(save)]
+        assert _run(explain, argv + (["--layer", layer] if layer else [])) == 0
+        out = capsys.readouterr().out
+        assert f"Grad-CAM of conv layer {layer or '3'!r}" in out  # default: the last conv
+        assert sorted(os.listdir(save)) == ["2_grad_cam.png", "2_integrated_gradients.png",
+                                            "2_saliency.png"]
+        maps[layer] = (save / "2_grad_cam.png").read_bytes()
+    assert maps["0"] != maps["3"] and maps["3"] == maps[None]
+    assert _run(explain, ["explain", cnn_run, "--index", "2", "--layer", "7"]) == 1
+    err = capsys.readouterr().err
+    assert "'7' is not a Conv2d" in err and "['0', '3']" in err and err.count("\n") == 1
+
+
 def test_explain_index_out_of_range(run_copy, capsys):
     assert _run(explain, ["explain", run_copy, "--index", "500"]) == 1
     assert "use 0 to 499" in capsys.readouterr().err
@@ -100,6 +127,29 @@ def test_audit_data_flags_a_planted_leak(run_copy, monkeypatch, capsys):
     with open(json_path) as f:
         rec = json.load(f)
     assert [j for _, j in rec["contamination"]["test"]["exact_pairs"]] == list(range(7))
+
+
+def test_audit_data_flags_test_examples_copied_into_validation(run_copy, monkeypatch, capsys):
+    from layerwise.audit import report as rep
+
+    real = rep.load_run
+
+    def leaky(run_dir):
+        run = real(run_dir)
+        xv, _ = rep.split_arrays(run.splits["val"])
+        xt, _ = rep.split_arrays(run.splits["test"])
+        xt[[4, 9, 11]] = xv[[0, 1, 2]]  # three validation images copied into test
+        return run
+
+    monkeypatch.setattr(rep, "load_run", leaky)
+    json_path = os.path.join(run_copy, "data.json")
+    assert _run(audit_data, ["audit-data", run_copy, "--json", json_path]) == 1
+    out = capsys.readouterr().out
+    assert "test in train: 0 of 500" in out and "test in val: 3 of 500 (3 exact" in out
+    assert "exact: val[0] == test[4]" in out
+    with open(json_path) as f:
+        rec = json.load(f)
+    assert rec["contamination"]["test_in_val"]["exact_pairs"] == [[0, 4], [1, 9], [2, 11]]
 
 
 def test_audit_data_bad_folds(run_copy, capsys):

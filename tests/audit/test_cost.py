@@ -94,10 +94,77 @@ def test_grid_intensity_table_default_and_errors():
     assert grid_intensity()[0] == pytest.approx(0.481)
     assert "world average" in grid_intensity()[1]
     assert grid_intensity("fr")[0] == pytest.approx(0.056)
+    # figures not checked against the cited source say so in every record that uses them
+    assert "approximate" not in grid_intensity("FR")[1]
+    assert "approximate" in grid_intensity("JP")[1]
     with pytest.raises(ValueError, match="'XX'"):
         grid_intensity("XX")
     with pytest.raises(ValueError, match="PUE"):
         emissions_record({"duration_s": 1, "components": {}}, pue=0.5)
+
+
+def test_estimated_energy_is_flagged_in_the_record():
+    clock, busy = [0.0], [0.0]
+    est = EstimatedCPU(tdp_w=40, cpus=1, cpu_seconds=lambda: busy[0], clock=lambda: clock[0])
+    meter = EnergyMeter(sources=[est], clock=lambda: clock[0]).start()
+    clock[0], busy[0] = 90.0, 90.0  # one core flat out for 90 s: 40 W x 90 s = 3600 J
+    record = emissions_record(meter.stop(), intensity=400)
+    assert record["it_energy_kwh"] == pytest.approx(0.001)
+    assert record["warnings"] == ["cpu energy is an estimate (estimate:tdp*utilisation): "
+                                  "no meter was readable"]
+    now = [0.0]
+    measured = EnergyMeter(sources=[ConstantPower(5.0, clock=lambda: now[0])],
+                           clock=lambda: now[0]).start()
+    assert emissions_record(measured.stop())["warnings"] == []
+
+
+def test_nvml_source_reads_millijoules_per_gpu(monkeypatch):
+    import sys
+    import types
+
+    counters = {0: 1_000, 1: 50_000}  # millijoules since the driver loaded, per GPU
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: counters[h])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    from layerwise.audit.cost import NvmlSource
+
+    src = NvmlSource()
+    counters[0] += 2_500
+    counters[1] += 500
+    assert src.joules() == pytest.approx(3.0)  # (2500 + 500) mJ over both GPUs
+    assert src.component == "gpu" and src.method == "nvml"
+    with pytest.warns(UserWarning):  # no RAPL under an empty directory: the CPU falls back
+        sources = default_sources(rapl_root="/nonexistent")
+    assert [s.method for s in sources] == ["estimate:tdp*utilisation", "nvml"]
+
+
+def test_peak_memory_sees_a_large_allocation():
+    import numpy as np
+
+    from layerwise.audit.cost import peak_memory_bytes
+
+    before = peak_memory_bytes()
+    block = np.ones(before // 8 + 50_000_000 // 8)  # more than the peak so far, touched
+    assert peak_memory_bytes() >= block.nbytes > before
+    del block
+
+
+def test_emissions_csv_uses_codecarbon_column_names():
+    from layerwise.audit.cost.callback import CODECARBON_COLUMNS
+
+    # the fields of codecarbon.output_methods.emissions_data.EmissionsData (CodeCarbon 3.x),
+    # copied from its source: every shared column must be spelled the way CodeCarbon does
+    codecarbon = {
+        "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
+        "emissions_rate", "cpu_utilization_percent", "ram_utilization_percent", "ram_used_gb",
+        "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy", "ram_energy",
+        "energy_consumed", "water_consumed", "country_name", "country_iso_code", "region",
+        "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
+        "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
+        "ram_total_size", "tracking_mode", "on_cloud", "pue", "wue"}
+    assert set(CODECARBON_COLUMNS) <= codecarbon
 
 
 def _fake_rapl(root, energy, max_range):

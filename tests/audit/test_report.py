@@ -42,6 +42,7 @@ def test_card_files_and_sections(carded):
     assert m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
     assert len(on_disk["disaggregated"]["by_true_class"]["groups"]) == 10
     assert on_disk["data_checks"]["contamination_test"]["n_leaked"] == 0
+    assert on_disk["data_checks"]["contamination_test_in_val"]["n_leaked"] == 0
     assert max(on_disk["explanations"]["ig_relative_delta"]) <= 0.01
     # the tiny run is far from calibrated; the card says so
     assert any("miscalibrated" in c for c in on_disk["caveats"])
@@ -124,3 +125,29 @@ def test_image_grid_scales_coarse_maps_to_the_image():
         [0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
     png = plots.image_grid([np.zeros((1, 8, 8))] * 2, [[coarse, coarse]], ["a", "b"], cmap="jet")
     assert base64.b64decode(png)[:4] == b"\x89PNG"
+
+
+def test_estimated_energy_becomes_a_caveat(carded):
+    # the trainer measured with the fallback estimate on this machine unless RAPL is readable
+    _, card, _ = carded
+    warning = card["training_cost"]["values"].get("energy_warnings")
+    estimated = [c for c in card["caveats"] if c.startswith("Training energy and CO2e are")]
+    assert estimated == ([f"Training energy and CO2e are estimates: {warning}."] if warning
+                         else [])
+    method = card["training_cost"]["values"]["energy_method"]
+    assert ("estimate" in method) == bool(warning)
+
+
+def test_group_table_shows_fairlearn_differences_for_binary_tasks():
+    import numpy as np
+
+    from layerwise.audit import card as C
+    from layerwise.audit import groups as G
+
+    y = np.array([1, 1, 0, 0, 1, 1, 1, 0, 0, 0])
+    p = np.array([1, 0, 1, 0, 1, 1, 1, 0, 0, 1])
+    table = G.group_metrics(y, p, np.array(["a"] * 4 + ["b"] * 6), small=1)
+    page = C._group_table(table)
+    fair = table["fairness"]
+    assert f"parity difference <b>{fair['demographic_parity_difference']:.3f}</b>" in page
+    assert f"equalized-odds difference <b>{fair['equalized_odds_difference']:.3f}</b>" in page

@@ -66,3 +66,21 @@ def test_compress_user_errors(tiny_run, tmp_path, capsys):
     assert "image recipe" in capsys.readouterr().err and not (tmp_path / "g").exists()
     with pytest.raises(SystemExit):
         _cli(["compress", tiny_run, "--prune", "1.2", "--out", str(tmp_path / "y")])
+
+
+def test_compressed_run_gets_a_card_that_names_what_it_audits(tiny_run, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert _cli(["compress", tiny_run, "--prune", "0.5", "--quantize", "int8",
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert (out / "card.html").is_file()
+    details = card["model_details"]
+    assert details["compressed_from"] == os.path.abspath(tiny_run)
+    assert [step["step"] for step in details["compression"]] == ["prune", "quantize"]
+    # the card evaluates the float pruned weights; the int8 figures live in metrics.json
+    model, _, data = load_run(out)
+    from layerwise.compress import predict
+    preds, labels = predict(model, data.splits["test"])
+    assert card["metrics"]["accuracy"] == pytest.approx(float((preds == labels).mean()))
+    assert any("model.int8.safetensors is measured only in metrics.json" in c
+               for c in card["caveats"])

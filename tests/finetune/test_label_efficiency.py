@@ -73,3 +73,18 @@ def test_experiment_table_and_plot(small_data, tmp_path):
     assert f"{cell['mean']:.3f} +- {cell['std']:.3f}" in text
     png = (tmp_path / "report" / "label_efficiency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_pretraining_beats_scratch_at_10_labels_per_class_on_every_seed():
+    # The claim of the experiment at its smallest label count, with the full data and the
+    # default settings except a shorter pre-training (5 epochs instead of 10, to stay fast).
+    # Measured at 10 epochs (the README table): fine-tune 0.829 +- 0.013 vs scratch
+    # 0.805 +- 0.024 over seeds 0-2, +2.4 points.
+    images, labels = load_digits_5k()
+    outcome = le.run_experiment(labels_per_class=(10,), seeds=(0, 1, 2), pretrain_epochs=5,
+                                methods=("scratch", "fine-tune"),
+                                data=le.split_digits(images, labels))
+    scratch = np.array(outcome["results"][10]["scratch"])
+    tuned = np.array(outcome["results"][10]["fine-tune"])
+    assert np.all(tuned > scratch), (tuned, scratch)
+    assert tuned.mean() - scratch.mean() >= 0.01, (tuned, scratch)

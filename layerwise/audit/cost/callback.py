@@ -130,6 +130,8 @@ class CostCallback(Callback):
             "emissions_grid_intensity_source": energy["grid_intensity_source"],
             "cost": cost,
         }
+        if energy["warnings"]:
+            self.metrics["energy_warnings"] = "; ".join(energy["warnings"])
         if self.run_dir is not None:
             write_emissions_csv(os.path.join(self.run_dir, "emissions.csv"), cost,
                                 self.project_name, os.path.basename(os.path.normpath(self.run_dir)))
