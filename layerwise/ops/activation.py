@@ -9,6 +9,7 @@ import math
 
 from layerwise.backend import erf, xp
 from layerwise.autograd.function import Function
+from layerwise.ops.blocked import blockwise
 
 
 class ReLU(Function):
@@ -63,25 +64,79 @@ class Softplus(Function):
         return g * self.sig
 
 
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_A = 0.044715
+
+
+def _gelu_tanh_forward(out, t, x):
+    """t = tanh(sqrt(2/pi) (x + a x^3)), out = x (1 + t) / 2, in place (one block)."""
+    xp.multiply(x, x, out=t)
+    t *= x
+    t *= _GELU_A
+    t += x
+    t *= _SQRT_2_OVER_PI
+    xp.tanh(t, out=t)
+    xp.add(t, 1, out=out)
+    out *= x
+    out *= 0.5
+
+
+def _gelu_tanh_backward(dx, g, x, t, s):
+    """dx = g ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3a x^2) / 2), with s as scratch."""
+    xp.multiply(x, x, out=s)
+    s *= 3 * _GELU_A
+    s += 1
+    s *= _SQRT_2_OVER_PI  # d(inner)/dx
+    xp.multiply(t, t, out=dx)
+    xp.subtract(1, dx, out=dx)
+    dx *= x
+    dx *= s
+    dx += t
+    dx += 1
+    dx *= 0.5
+    dx *= g
+
+
+def _gelu_erf_forward(out, cdf, x):
+    """cdf = (1 + erf(x / sqrt 2)) / 2, out = x cdf."""
+    xp.multiply(x, 1 / math.sqrt(2), out=cdf)
+    erf(cdf, out=cdf)
+    cdf += 1
+    cdf *= 0.5
+    xp.multiply(x, cdf, out=out)
+
+
+def _gelu_erf_backward(dx, g, x, cdf, s):
+    """dx = g (cdf + x pdf), pdf = exp(-x^2 / 2) / sqrt(2 pi)."""
+    xp.multiply(x, x, out=s)
+    s *= -0.5
+    xp.exp(s, out=s)
+    s *= 1 / math.sqrt(2 * math.pi)
+    s *= x
+    xp.add(cdf, s, out=dx)
+    dx *= g
+
+
 class GELU(Function):
-    """x * Phi(x) (Hendrycks & Gimpel 2016); 'tanh' uses their tanh approximation, as GPT-2 does."""
+    """x * Phi(x) (Hendrycks & Gimpel 2016); 'tanh' uses their tanh approximation, as GPT-2 does.
+
+    Both forms run blockwise (see blocked.py): their derivatives are chains of a dozen
+    elementwise passes that would otherwise each go through main memory.
+    """
 
     def forward(self, x, approximate="none"):
         self.x, self.approximate = x, approximate
-        if approximate == "tanh":
-            # x * x * x, not x**3: numpy's float32 power is ~200x slower than two multiplies
-            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x)))
-            return 0.5 * x * (1 + self.t)
-        self.cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
-        return x * self.cdf
+        # C order whatever x's layout: blockwise writes through flat views of its outputs
+        out, self.saved = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype)  # saved: t or Phi
+        kernel = _gelu_tanh_forward if approximate == "tanh" else _gelu_erf_forward
+        blockwise(kernel, (out, self.saved), (x,), x.dtype)
+        return out
 
     def backward(self, g):
-        x = self.x
-        if self.approximate == "tanh":
-            dinner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x * x)
-            return g * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * dinner)
-        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        return g * (self.cdf + x * pdf)
+        kernel = _gelu_tanh_backward if self.approximate == "tanh" else _gelu_erf_backward
+        (dx,) = blockwise(kernel, (xp.empty(g.shape, g.dtype),), (g, self.x, self.saved),
+                          self.x.dtype, scratch=1)
+        return dx
 
 
 class SiLU(Function):

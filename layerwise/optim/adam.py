@@ -4,6 +4,7 @@ import math
 
 from layerwise.autograd import Tensor
 from layerwise.backend import xp
+from layerwise.ops.blocked import blockwise
 from layerwise.optim.optimizer import Optimizer
 
 
@@ -77,28 +78,34 @@ class AdamW(Adam):
 
 
 def _adam_step(param, grad, state, group):
-    """The shared moment update and parameter step, in place, with one scratch array."""
+    """The shared moment update and parameter step, in place, blockwise (ops/blocked.py): the
+    ten passes of the update over a block stay in cache instead of going through memory."""
     beta1, beta2 = group["betas"]
     step = state["step"] = state["step"] + 1
-    exp_avg, exp_avg_sq = state["exp_avg"].data, state["exp_avg_sq"].data
+    amsgrad = group["amsgrad"]
+    # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    step_size = group["lr"] / (1 - beta1 ** step)
+    inv_sqrt_bc2, eps = 1 / math.sqrt(1 - beta2 ** step), group["eps"]
 
-    exp_avg *= beta1
-    exp_avg += (1 - beta1) * grad
-    scratch = grad * grad
-    scratch *= 1 - beta2
-    exp_avg_sq *= beta2
-    exp_avg_sq += scratch
+    def update(p, m, v, *rest):
+        *vmax, g, s = rest  # vmax: [the running max of v] with amsgrad, else []
+        xp.multiply(g, 1 - beta1, out=s)
+        m *= beta1
+        m += s
+        xp.multiply(g, g, out=s)
+        s *= 1 - beta2
+        v *= beta2
+        v += s
+        if vmax:
+            xp.maximum(vmax[0], v, out=vmax[0])
+        xp.sqrt(vmax[0] if vmax else v, out=s)
+        s *= inv_sqrt_bc2
+        s += eps
+        xp.divide(m, s, out=s)
+        s *= step_size
+        p -= s
 
-    if group["amsgrad"]:
-        max_exp_avg_sq = state["max_exp_avg_sq"].data
-        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        second = max_exp_avg_sq
-    else:
-        second = exp_avg_sq
-    # denom = sqrt(v) / sqrt(1 - beta2^t) + eps, then p -= lr / (1 - beta1^t) * m / denom
-    xp.sqrt(second, out=scratch)
-    scratch /= math.sqrt(1 - beta2 ** step)
-    scratch += group["eps"]
-    xp.divide(exp_avg, scratch, out=scratch)
-    scratch *= group["lr"] / (1 - beta1 ** step)
-    param -= scratch
+    outs = [param, state["exp_avg"].data, state["exp_avg_sq"].data]
+    if amsgrad:
+        outs.append(state["max_exp_avg_sq"].data)
+    blockwise(update, outs, (grad,), param.dtype, scratch=1)
