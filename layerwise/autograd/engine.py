@@ -85,6 +85,7 @@ def backward(root, grad=None, retain_graph=False):
                 "trying to backward through the graph a second time; its saved values were "
                 "freed. Pass retain_graph=True to the first backward() if you need this."
             )
+        ctx.retains_graph = retain_graph
         input_grads = ctx.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)

@@ -13,6 +13,9 @@ from layerwise.autograd.tensor import Tensor
 class Function:
     parents = ()
     needs_input_grad = ()
+    # Set by the engine before backward: whether this node's saved arrays must survive it
+    # (retain_graph=True). A backward may drop a large saved array early only when False.
+    retains_graph = True
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError

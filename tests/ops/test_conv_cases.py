@@ -268,3 +268,17 @@ def test_errors_name_the_problem(call, message):
 def test_conv_dtype_mismatch_is_an_error():
     with pytest.raises(TypeError, match="dtype"):
         conv2d(lw.randn(1, 3, 5, 5), lw.randn(2, 3, 3, 3, dtype=lw.float64))
+
+
+def test_conv_backward_twice_with_retain_graph_gives_the_same_gradients():
+    """Backward drops the saved columns early only when the graph is not retained."""
+    rng = np.random.default_rng(3)
+    x = lw.tensor(rng.standard_normal((2, 3, 6, 6)).astype(np.float32), requires_grad=True)
+    w = lw.tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    loss = (conv2d(x, w, padding=1) ** 2).sum()
+    loss.backward(retain_graph=True)
+    first_x, first_w = x.grad.numpy().copy(), w.grad.numpy().copy()
+    x.grad = w.grad = None
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), first_x)
+    np.testing.assert_array_equal(w.grad.numpy(), first_w)
