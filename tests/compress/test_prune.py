@@ -87,15 +87,15 @@ def test_half_pruned_digits_cnn_loses_at_most_one_point(digits, digits_cnn):
     before, labels = predict(digits_cnn, data)
     after, _ = predict(magnitude_prune(digits_cnn, 0.5), data)
     acc_before, acc_after = (before == labels).mean(), (after == labels).mean()
-    assert acc_before > 0.6  # the fixture learned something
+    assert acc_before >= 0.97  # the trained digits CNN, not a weak stand-in
     assert acc_after >= acc_before - 0.01
 
 
 def test_structured_pruning_is_smaller_and_matches_the_masked_model(digits, digits_cnn):
     small = prune_units(digits_cnn, 0.5)
     masked = unit_mask_model(digits_cnn, 0.5)
-    assert small[0].weight.shape == (4, 1, 3, 3) and small[3].weight.shape == (8, 4, 3, 3)
-    assert small[7].weight.shape == (16, 8 * 49) and small[9].weight.shape == (10, 16)
+    assert small[0].weight.shape == (16, 1, 3, 3) and small[3].weight.shape == (32, 16, 3, 3)
+    assert small[7].weight.shape == (64, 32 * 49) and small[10].weight.shape == (10, 64)
     assert small.num_parameters() < digits_cnn.num_parameters() / 3
     x = digits["test"][0:50][0]
     np.testing.assert_allclose(small(x).data, masked(x).data, rtol=1e-5, atol=1e-5)

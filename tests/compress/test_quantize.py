@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import layerwise as lw
+from layerwise.train.recipes import get_recipe
+from layerwise.train.run import make_config
 from layerwise import nn
 from layerwise.compress import (
     QuantLinear, QuantLSTM, dequantize, predict, quantize_dynamic, quantize_per_channel,
@@ -89,10 +91,7 @@ def test_int8_file_loads_back_to_the_same_predictions(tmp_path, digits, digits_c
     q = quantize_static(digits_cnn, calib)
     save_quantized(q, tmp_path / "q.safetensors")
     lw.manual_seed(123)  # a differently initialised float model of the same architecture
-    fresh = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 49, 32), nn.ReLU(), nn.Linear(32, 10))
+    fresh = get_recipe("cnn").build(make_config("cnn", seed=0)["hyperparameters"], 1, None).model
     back = load_quantized(fresh, tmp_path / "q.safetensors")
     x = digits["test"][0:64][0]
     np.testing.assert_array_equal(back(x).data, q(x).data)
