@@ -4,8 +4,9 @@
         python bench/compare.py [mlp cnn gpt lstm] [--threads 2] [--aa]
 
 For each workload, the training steps of both frameworks run interleaved in this process
-(step of one, step of the other, ...) after a warm-up, and each is summarised by the mean of
-its fastest tenth of steps; batch-1 inference of the MLP and CNN is timed the same way.
+(a few steps of one, a pause, a few of the other, ...; timing.py says why not single steps)
+after a warm-up, and each is summarised by the mean of its fastest tenth of steps; batch-1
+inference of the MLP and CNN is timed the same way.
 Columns:
     ms/step      that statistic
     speed        PyTorch's time / layerwise's (above 1: layerwise is faster)
@@ -31,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from timing import fastest_tenth_mean, interleaved, pin_threads  # noqa: E402
 import workloads  # noqa: E402
 
-STEPS = {"mlp": 200, "cnn": 40, "gpt": 20, "lstm": 40}
-INFERENCE_STEPS = 500
+# timed steps, and steps per turn of the interleaving (see timing.interleaved)
+STEPS = {"mlp": (200, 20), "cnn": (40, 5), "gpt": (40, 4), "lstm": (40, 5)}
+INFERENCE_STEPS = (500, 50)
 
 
 def matmul_peak_gflops(repeats=200):
@@ -118,7 +120,8 @@ def compare(names, threads, with_torch, aa):
             steps = {"layerwise": build_lw()}
             if with_torch:
                 steps["pytorch"] = build_torch()
-        seconds = interleaved(steps, STEPS[name], warmup=3)
+        n_steps, block = STEPS[name]
+        seconds = interleaved(steps, n_steps, warmup=3, block=block)
         memory = {} if aa else {fw: step_memory_mb(fw, name, threads) for fw in steps}
         rows.append((name, title, seconds, memory))
         print(f"  timed {name}", file=sys.stderr)
@@ -130,7 +133,8 @@ def compare(names, threads, with_torch, aa):
             fns = {"layerwise": workloads.infer_layerwise(make_model, shape)}
             if with_torch:
                 fns["pytorch"] = workloads.infer_pytorch(make_model, shape)
-            inference.append((name, interleaved(fns, INFERENCE_STEPS, warmup=20)))
+            n_steps, block = INFERENCE_STEPS
+            inference.append((name, interleaved(fns, n_steps, warmup=20, block=block)))
     return peak, rows, inference
 
 

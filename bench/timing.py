@@ -1,4 +1,5 @@
-"""Side-by-side timing: frameworks interleaved step by step, so machine noise falls on all.
+"""Side-by-side timing: frameworks interleaved in short blocks of steps, so machine noise
+falls on all.
 
 Reported figure per framework: the mean of the fastest tenth of steps (robust to the
 occasional step that the OS or another process slows down).
@@ -26,17 +27,29 @@ def fastest_tenth_mean(times):
     return sum(ordered[:k]) / k
 
 
-def interleaved(steps_by_name, n_steps, warmup=5):
-    """Run each framework's step once per round, round after round; return seconds per step."""
+def interleaved(steps_by_name, n_steps, warmup=5, block=5, gap=0.25):
+    """Run each framework ``block`` steps per turn, turn after turn; return seconds per step.
+
+    The pause between turns matters: after a matrix product OpenBLAS's worker threads spin
+    for up to ~0.1 s (2^28 cycles) waiting for more work, and PyTorch's OpenMP threads spin
+    briefly too. Alternating single steps, each framework's spinning threads eat into the
+    other's next step: measured here, that made PyTorch's steps look 1.4-1.9x slower than
+    they are. Blocks of steps keep each framework in its own steady state (its threads
+    spinning between its own steps, as in real training); the ``gap`` lets the previous
+    framework's threads go to sleep before the next one starts.
+    """
     for step in steps_by_name.values():
         for _ in range(warmup):
             step()
     times = {name: [] for name in steps_by_name}
-    for _ in range(n_steps):
+    while min(len(t) for t in times.values()) < n_steps:
         for name, step in steps_by_name.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+            time.sleep(gap)
+            step()  # the first step after a pause wakes sleeping threads: not counted
+            for _ in range(block):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
     return {name: fastest_tenth_mean(t) for name, t in times.items()}
 
 
