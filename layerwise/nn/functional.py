@@ -10,6 +10,7 @@ from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops import elementwise as ew
 from layerwise.ops.activation import gelu, leaky_relu, relu, sigmoid, silu, softplus, tanh
+from layerwise.ops.gemv import column_sums
 from layerwise.ops.loss import CrossEntropy
 from layerwise.ops.movement import pad
 from layerwise.ops.random import dropout, one_hot
@@ -51,7 +52,7 @@ class LinearFunction(Function):
         g2 = g.reshape(-1, g.shape[-1])  # (M, out)
         gx = (g2 @ self.weight).reshape(self.x.shape) if needs[0] else None
         gw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if needs[1] else None  # (out, in)
-        gb = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None
+        gb = column_sums(g2) if len(needs) > 2 and needs[2] else None
         return gx, gw, gb
 
 

@@ -32,6 +32,7 @@ from layerwise.backend import xp
 from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
+from layerwise.ops.gemv import ones
 from layerwise.ops.matmul import matmul
 from layerwise.ops import movement as mv
 from layerwise.ops import random as rnd
@@ -43,9 +44,9 @@ def _softmax_rows_(s):
     m[~xp.isfinite(m)] = 0  # an all -inf row: exp(-inf - 0) = 0 instead of exp(nan)
     s -= m
     xp.exp(s, out=s)
-    z = s.sum(axis=-1, keepdims=True)
+    z = (s @ ones(s.shape[-1], s.dtype))[..., None]  # row sums by the BLAS (gemv.py)
     z[z == 0] = 1
-    s /= z
+    s *= 1 / z  # one division per row, then multiplies
     return s
 
 

@@ -14,6 +14,7 @@ row of N values here: (..., *normalized_shape) -> (M, N).
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
+from layerwise.ops.gemv import column_sums, row_means
 
 
 def _rows(x, n_dims):
@@ -33,7 +34,7 @@ class LayerNormFunction(Function):
     def forward(self, x, *params, n_dims, eps, affine):
         rows = _rows(x, n_dims)
         n = rows.shape[1]
-        x_hat = rows - rows.mean(axis=1, keepdims=True)
+        x_hat = rows - row_means(rows)
         rstd = 1 / xp.sqrt(_row_dot(x_hat, x_hat) / n + eps)  # biased variance, as PyTorch
         x_hat *= rstd
         self.x_hat, self.rstd, self.shape, self.affine = x_hat, rstd, x.shape, affine
@@ -53,14 +54,14 @@ class LayerNormFunction(Function):
         dx = None
         if needs[0]:
             n = x_hat.shape[1]
-            dx = dx_hat - dx_hat.mean(axis=1, keepdims=True) - x_hat * (_row_dot(dx_hat, x_hat) / n)
+            dx = dx_hat - row_means(dx_hat) - x_hat * (_row_dot(dx_hat, x_hat) / n)
             dx = (dx * self.rstd).reshape(self.shape)
         grads = [dx]
         if self.affine != "none":
             wshape = self.shape[len(self.shape) - self.n_dims:]
             grads.append(xp.einsum("ij,ij->j", g, x_hat).reshape(wshape) if needs[1] else None)
         if self.affine == "weight_bias":
-            grads.append(g.sum(axis=0).reshape(wshape) if needs[2] else None)
+            grads.append(column_sums(g).reshape(wshape) if needs[2] else None)
         return tuple(grads)
 
 
