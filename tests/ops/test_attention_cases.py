@@ -249,3 +249,40 @@ def test_errors_quote_shapes():
         layer_norm(q, (3,))
     with pytest.raises(ValueError, match="weight"):
         rms_norm(q, 4, lw.ones(3))
+
+
+def _grads_of(fn, arrays, probe):
+    """Output and input gradients of sum(fn(*tensors) * probe)."""
+    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*tensors)
+    (out * lw.tensor(probe)).sum().backward()
+    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+@pytest.mark.parametrize("t", [64, 71])
+def test_causal_fast_path_matches_the_masked_computation(t, dropout_p):
+    """From T=64 a plain causal mask takes the two-query-block path; the same mask given
+    explicitly takes the general one. Same outputs, same gradients, same dropout draws."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 3, t, 8)) for _ in range(3))
+    probe = rng.standard_normal((2, 3, t, 8))
+    explicit = lw.tensor(np.where(np.tril(np.ones((t, t), bool)), 0.0, -np.inf))
+    results = []
+    for mask in (None, explicit):
+        lw.manual_seed(11)
+        results.append(_grads_of(
+            lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=mask is None,
+                                 dropout_p=dropout_p), (q, k, v), probe))
+    for fast, general in zip(*results):
+        np.testing.assert_allclose(fast, general, rtol=1e-12, atol=1e-12)
+
+
+def test_packed_causal_fast_path_matches_the_masked_computation():
+    rng = np.random.default_rng(6)
+    qkv, probe = rng.standard_normal((2, 80, 3 * 12)), rng.standard_normal((2, 80, 12))
+    explicit = lw.tensor(np.where(np.tril(np.ones((80, 80), bool)), 0.0, -np.inf))
+    fast = _grads_of(lambda x: packed_self_attention(x, 3, is_causal=True), (qkv,), probe)
+    general = _grads_of(lambda x: packed_self_attention(x, 3, attn_mask=explicit), (qkv,), probe)
+    for a, b in zip(fast, general):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
