@@ -10,6 +10,7 @@ import math
 from layerwise.backend import erf, xp
 from layerwise.autograd.function import Function
 from layerwise.ops.blocked import blockwise
+from layerwise.ops.kernels import kernel
 
 
 class ReLU(Function):
@@ -128,13 +129,21 @@ class GELU(Function):
         self.x, self.approximate = x, approximate
         # C order whatever x's layout: blockwise writes through flat views of its outputs
         out, self.saved = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype)  # saved: t or Phi
-        kernel = _gelu_tanh_forward if approximate == "tanh" else _gelu_erf_forward
-        blockwise(kernel, (out, self.saved), (x,), x.dtype)
+        # tanh and erf are vectorised in NumPy/SciPy, so the forward stays blockwise NumPy
+        step = _gelu_tanh_forward if approximate == "tanh" else _gelu_erf_forward
+        blockwise(step, (out, self.saved), (x,), x.dtype)
         return out
 
     def backward(self, g):
-        kernel = _gelu_tanh_backward if self.approximate == "tanh" else _gelu_erf_backward
-        (dx,) = blockwise(kernel, (xp.empty(g.shape, g.dtype),), (g, self.x, self.saved),
+        fused = kernel("gelu_tanh_backward") if self.approximate == "tanh" else None
+        if fused is not None:  # one compiled loop (kernels.py)
+            dx = xp.empty(g.shape, g.dtype)
+            flat = [xp.ascontiguousarray(a, dtype=g.dtype).reshape(-1)
+                    for a in (g, self.x, self.saved)]
+            fused(dx.reshape(-1), *flat)
+            return dx
+        step = _gelu_tanh_backward if self.approximate == "tanh" else _gelu_erf_backward
+        (dx,) = blockwise(step, (xp.empty(g.shape, g.dtype),), (g, self.x, self.saved),
                           self.x.dtype, scratch=1)
         return dx
 

@@ -15,6 +15,7 @@ row of N values here: (..., *normalized_shape) -> (M, N).
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.ops.gemv import column_sums, row_means
+from layerwise.ops.kernels import kernel
 
 
 def _rows(x, n_dims):
@@ -33,14 +34,24 @@ class LayerNormFunction(Function):
 
     def forward(self, x, *params, n_dims, eps, affine):
         rows = _rows(x, n_dims)
+        self.shape, self.affine, self.n_dims = x.shape, affine, n_dims
+        self.weight = params[0].reshape(-1) if affine != "none" else None
+        fused = kernel("layer_norm_forward")
+        if fused is not None:  # one compiled pass per row (kernels.py)
+            rows = xp.ascontiguousarray(rows)
+            out, self.x_hat = xp.empty_like(rows), xp.empty_like(rows)
+            self.rstd = xp.empty((rows.shape[0], 1), dtype=rows.dtype)
+            no_param = xp.empty(0, dtype=rows.dtype)
+            bias = params[1].reshape(-1) if affine == "weight_bias" else no_param
+            fused(rows, no_param if self.weight is None else self.weight, bias, eps, out,
+                  self.x_hat, self.rstd)
+            return out.reshape(x.shape)
         n = rows.shape[1]
         x_hat = rows - row_means(rows)
         rstd = 1 / xp.sqrt(_row_dot(x_hat, x_hat) / n + eps)  # biased variance, as PyTorch
         x_hat *= rstd
-        self.x_hat, self.rstd, self.shape, self.affine = x_hat, rstd, x.shape, affine
-        self.n_dims = n_dims
+        self.x_hat, self.rstd = x_hat, rstd
         out = x_hat
-        self.weight = params[0].reshape(-1) if affine != "none" else None
         if self.weight is not None:
             out = out * self.weight
         if affine == "weight_bias":
@@ -50,6 +61,9 @@ class LayerNormFunction(Function):
     def backward(self, g):
         g = g.reshape(self.x_hat.shape)  # (M, N)
         needs, x_hat = self.needs_input_grad, self.x_hat
+        fused = kernel("layer_norm_backward")
+        if fused is not None:
+            return self._fused_backward(fused, xp.ascontiguousarray(g))
         dx_hat = g if self.weight is None else g * self.weight
         dx = None
         if needs[0]:
@@ -62,6 +76,20 @@ class LayerNormFunction(Function):
             grads.append(xp.einsum("ij,ij->j", g, x_hat).reshape(wshape) if needs[1] else None)
         if self.affine == "weight_bias":
             grads.append(column_sums(g).reshape(wshape) if needs[2] else None)
+        return tuple(grads)
+
+    def _fused_backward(self, fused, g):
+        x_hat, n = self.x_hat, self.x_hat.shape[1]
+        weight = xp.empty(0, dtype=g.dtype) if self.weight is None else self.weight
+        dx = xp.empty_like(g)
+        dweight, dbias = xp.zeros(n), xp.zeros(n)  # float64 accumulators over the rows
+        fused(g, x_hat, self.rstd, weight, dx, dweight, dbias)
+        grads = [dx.reshape(self.shape)]
+        wshape = self.shape[len(self.shape) - self.n_dims:]
+        if self.affine != "none":
+            grads.append(dweight.astype(g.dtype).reshape(wshape))
+        if self.affine == "weight_bias":
+            grads.append(dbias.astype(g.dtype).reshape(wshape))
         return tuple(grads)
 
 

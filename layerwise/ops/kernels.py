@@ -1,0 +1,118 @@
+"""Fused loops, compiled by numba, for the elementwise chains NumPy would run in many passes.
+
+Why: NumPy runs ``dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d)`` as a dozen separate
+passes over memory, each with a temporary. The same formula written as one loop and compiled
+reads each input once and writes the result once. Measured on the 2-core machine: the GELU
+backward on (2048, 512) float32 takes 10 ms in plain NumPy, 2.9 ms cache-blocked
+(blocked.py) and 0.33 ms as the loop below.
+
+The kernels are ordinary Python functions over flat or 2-D C-contiguous arrays: read them as
+the definition of what they compute. ``kernel(name)`` returns the compiled version (compiled on
+first use and cached on disk, so later processes load it), or None when numba is missing or
+``LAYERWISE_NO_NUMBA=1``; every caller keeps its NumPy form for that case. The loops are
+single-threaded on purpose: numba's thread pool and OpenBLAS's would compete for the same
+cores (the BLAS keeps its threads spinning between matrix products).
+
+Only what measured faster is here. NumPy's exp, tanh, sqrt and division are vectorised (SIMD)
+and numba's scalar versions are not, so the GELU forward (tanh) and the Adam update (a sqrt
+and a division per element: 2.5 ms compiled against 1.3 ms cache-blocked NumPy for the MLP's
+670 K parameters) stay in NumPy. Measured in the GPT training step: GELU backward 8.3 -> 2.9
+ms, layer norm backward 9.1 -> 4.2 ms; a layer norm on (2048, 128) float32 0.39 -> 0.19 ms
+forward, 0.54 -> 0.22 ms backward.
+"""
+
+import math
+import os
+
+_compiled = {}
+_numba = None  # the module, False once it has failed to import
+
+
+def _load_numba():
+    global _numba
+    if _numba is None:
+        if os.environ.get("LAYERWISE_NO_NUMBA") == "1":
+            _numba = False
+        else:
+            try:
+                import numba
+                _numba = numba
+            except ImportError:
+                _numba = False
+    return _numba
+
+
+def kernel(name):
+    """The compiled kernel called ``name``, or None if numba is unavailable."""
+    if name not in _compiled:
+        numba = _load_numba()
+        function, fastmath = _KERNELS[name]
+        _compiled[name] = (numba.njit(cache=True, nogil=True, fastmath=fastmath)(function)
+                           if numba else None)
+    return _compiled[name]
+
+
+# --- the kernels --------------------------------------------------------------------------
+
+
+def gelu_tanh_backward(dx, g, x, t):
+    """dx = g ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3a x^2) / 2), t saved by forward."""
+    c = math.sqrt(2 / math.pi)
+    for i in range(dx.size):
+        xi, ti = x[i], t[i]
+        dinner = c * (1 + 3 * 0.044715 * xi * xi)
+        dx[i] = g[i] * (0.5 * (1 + ti) + 0.5 * xi * (1 - ti * ti) * dinner)
+
+
+def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
+    """Rows of x (M, N): x_hat = (x - mean) / sqrt(var + eps), out = x_hat * weight + bias.
+    weight and bias may be empty (no affine)."""
+    m, n = x.shape
+    for r in range(m):
+        total = 0.0
+        for j in range(n):
+            total += x[r, j]
+        mean = total / n
+        sq = 0.0
+        for j in range(n):
+            d = x[r, j] - mean
+            sq += d * d
+        inv = 1.0 / math.sqrt(sq / n + eps)  # biased variance, as PyTorch
+        rstd[r, 0] = inv
+        for j in range(n):
+            h = (x[r, j] - mean) * inv
+            x_hat[r, j] = h
+            if weight.size:
+                h = h * weight[j]
+            if bias.size:
+                h = h + bias[j]
+            out[r, j] = h
+
+
+def layer_norm_backward(g, x_hat, rstd, weight, dx, dweight, dbias):
+    """dx = rstd (dxh - mean(dxh) - x_hat mean(dxh x_hat)), dxh = g * weight, per row; and the
+    column sums dweight = sum g x_hat, dbias = sum g (accumulated in float64)."""
+    m, n = g.shape
+    for r in range(m):
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(n):
+            d = g[r, j] * weight[j] if weight.size else g[r, j]
+            s1 += d
+            s2 += d * x_hat[r, j]
+            dweight[j] += g[r, j] * x_hat[r, j]
+            dbias[j] += g[r, j]
+        a, c = s1 / n, s2 / n
+        for j in range(n):
+            d = g[r, j] * weight[j] if weight.size else g[r, j]
+            dx[r, j] = (d - a - x_hat[r, j] * c) * rstd[r, 0]
+
+
+# name -> (function, fastmath flags). 'reassoc' lets LLVM vectorise the row sums (a different
+# summation order, as NumPy's own pairwise sums have); NaN and inf keep their IEEE meaning.
+_SUMS = {"reassoc", "contract"}
+_KERNELS = {
+    "gelu_tanh_backward": (gelu_tanh_backward, False),
+    "layer_norm_forward": (layer_norm_forward, _SUMS),
+    "layer_norm_backward": (layer_norm_backward, _SUMS),
+}

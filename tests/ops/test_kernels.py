@@ -1,0 +1,69 @@
+"""The numba kernels against the NumPy forms they replace (kernels.py), in float64 and float32.
+
+The op harness already checks these ops against NumPy float64 and finite differences with
+whichever path is active; here both paths run on the same inputs, so a kernel that drifts
+from its NumPy form is caught even where the harness's tolerances would let it through.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import layerwise as lw
+from layerwise.ops import activation, kernels, norm
+
+pytestmark = pytest.mark.skipif(kernels.kernel("layer_norm_forward") is None,
+                                reason="numba is not installed")
+
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def _run(fn, arrays, probe):
+    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*tensors)
+    (out * lw.tensor(probe)).sum().backward()
+    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+
+
+def _both_paths(monkeypatch, module, fn, arrays, probe):
+    compiled = _run(fn, arrays, probe)
+    monkeypatch.setattr(module, "kernel", lambda name: None)
+    plain = _run(fn, arrays, probe)
+    monkeypatch.undo()
+    return compiled, plain
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("affine", ["none", "weight", "weight_bias"])
+def test_layer_norm_kernels_match_numpy(monkeypatch, dtype, affine):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5, 7, 19)) * 3 + 1).astype(dtype)
+    params = [rng.standard_normal(19).astype(dtype) for _ in range(("none", "weight",
+                                                                      "weight_bias").index(affine))]
+    probe = rng.standard_normal(x.shape).astype(dtype)
+    fn = lambda a, *p: lw.nn.functional.layer_norm(a, (19,), *p)  # noqa: E731
+    compiled, plain = _both_paths(monkeypatch, norm, fn, [x, *params], probe)
+    for a, b in zip(compiled, plain):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gelu_tanh_backward_kernel_matches_numpy(monkeypatch, dtype):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((300, 41)) * 4).astype(dtype).T  # not contiguous
+    probe = rng.standard_normal(x.shape).astype(dtype)
+    fn = lambda a: lw.gelu(a, approximate="tanh")  # noqa: E731
+    compiled, plain = _both_paths(monkeypatch, activation, fn, [x], probe)
+    for a, b in zip(compiled, plain):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_environment_variable_turns_the_kernels_off():
+    probe = "from layerwise.ops.kernels import kernel; print(kernel('gelu_tanh_backward'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LAYERWISE_NO_NUMBA": "1"})
+    assert out.stdout.strip() == "None"
