@@ -108,6 +108,25 @@ def layer_norm_backward(g, x_hat, rstd, weight, dx, dweight, dbias):
             dx[r, j] = (d - a - x_hat[r, j] * c) * rstd[r, 0]
 
 
+def lstm_cell_backward(dh, dout, dc, a, tanh_c, c_prev, da):
+    """One LSTM time step backwards, elementwise part (rnn.py's LSTMFunction has the formulas):
+    with dh += dout, fills da (B, 4H) = the gradient of the gate pre-activations (i, f, g, o)
+    and turns dc into the gradient of the previous cell state. a holds the activations."""
+    b_size, h_size = dh.shape
+    for b in range(b_size):
+        for j in range(h_size):
+            i, f = a[b, j], a[b, h_size + j]
+            g, o = a[b, 2 * h_size + j], a[b, 3 * h_size + j]
+            t = tanh_c[b, j]
+            d_h = dh[b, j] + dout[b, j]
+            d_c = dc[b, j] + d_h * o * (1 - t * t)
+            da[b, j] = d_c * g * i * (1 - i)
+            da[b, h_size + j] = d_c * c_prev[b, j] * f * (1 - f)
+            da[b, 2 * h_size + j] = d_c * i * (1 - g * g)
+            da[b, 3 * h_size + j] = d_h * t * o * (1 - o)
+            dc[b, j] = d_c * f
+
+
 # name -> (function, fastmath flags). 'reassoc' lets LLVM vectorise the row sums (a different
 # summation order, as NumPy's own pairwise sums have); NaN and inf keep their IEEE meaning.
 _SUMS = {"reassoc", "contract"}
@@ -115,4 +134,5 @@ _KERNELS = {
     "gelu_tanh_backward": (gelu_tanh_backward, False),
     "layer_norm_forward": (layer_norm_forward, _SUMS),
     "layer_norm_backward": (layer_norm_backward, _SUMS),
+    "lstm_cell_backward": (lstm_cell_backward, False),
 }

@@ -28,6 +28,7 @@ either way. Gate orders and equations are PyTorch's (torch.nn.LSTM / GRU / RNN d
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
+from layerwise.ops.kernels import kernel
 
 
 def _hidden_gemm(w_hh, h):
@@ -125,6 +126,13 @@ class LSTMFunction(_Sequence):
         step_back = 1 if self.reverse else -1  # where the previous step's state lives
         first = self.T - 1 if self.reverse else 0
         da = xp.empty((B, 4 * H), dtype=g.dtype)  # contiguous scratch, copied into dA per step
+        fused = kernel("lstm_cell_backward")
+        if fused is not None:  # the elementwise part of each step as one compiled loop
+            for t in reversed(self._order()):
+                c_prev = self.c0 if t == first else cs_t[t + step_back]
+                fused(dh, dout_t[t], dc, acts_t[t], tanh_t[t], c_prev, dA_t[t])
+                dh = dA_t[t] @ self.w_hh  # (B, 4H) @ (4H, H)
+            return dA, dh, dc, self._w_hh_grad(dA, 3)
         for t in reversed(self._order()):
             dh += dout_t[t]
             a, tc = acts_t[t], tanh_t[t]

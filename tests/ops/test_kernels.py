@@ -67,3 +67,27 @@ def test_environment_variable_turns_the_kernels_off():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={**os.environ, "LAYERWISE_NO_NUMBA": "1"})
     assert out.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_cell_backward_kernel_matches_numpy(monkeypatch, dtype, bidirectional):
+    from layerwise.ops import rnn
+
+    rng = np.random.default_rng(2)
+    lw.manual_seed(0)
+    lstm = lw.nn.LSTM(5, 6, num_layers=2, batch_first=True, bidirectional=bidirectional)
+    if dtype == np.float64:
+        lstm = lstm.double()
+    x = rng.standard_normal((3, 7, 5)).astype(dtype)
+    probe = rng.standard_normal((3, 7, 12 if bidirectional else 6)).astype(dtype)
+    results = []
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(rnn, "kernel", lambda name: None)
+        for p in lstm.parameters():
+            p.grad = None
+        outputs = _run(lambda a: lstm(a)[0], [x], probe)
+        results.append(outputs + [p.grad.numpy() for p in lstm.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
