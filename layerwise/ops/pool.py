@@ -19,6 +19,7 @@ from layerwise.ops import movement, reduce
 from layerwise.ops.conv import (
     as_pair, batch_first, batch_last, pad_batch_last, window_slice, windows,
 )
+from layerwise.ops.kernels import kernel as compiled
 from layerwise.ops.matmul import matmul
 
 
@@ -68,6 +69,14 @@ class MaxPool2d(Function):
         ph, pw = padding
         pads = (ph, extent[0] - h - ph, pw, extent[1] - w - pw)
         xc = pad_batch_last(x, pads, -xp.inf) if any(pads) else batch_last(x)
+        fused = compiled("max_pool_forward")
+        if fused is not None:  # one compiled pass (kernels.py)
+            out = xp.empty((c,) + tuple(out_hw) + (n,), dtype=x.dtype)  # (C, OH, OW, N)
+            arg = xp.empty(out.shape, dtype=xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32)
+            fused(xc, *kernel, *stride, *dilation, out, arg)
+            self.arg = arg
+            self.geometry = (x.shape, xc.shape, kernel, stride, padding, dilation, out_hw)
+            return batch_first(out)  # (N, C, OH, OW)
         # One strided slice per kernel position, each (C, OH, OW, N) and read in place: a
         # running maximum over them, then the winning position by comparisons, last position
         # first so that the first maximum wins (as in PyTorch). Copying all windows out first

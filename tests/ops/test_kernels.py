@@ -91,3 +91,32 @@ def test_lstm_cell_backward_kernel_matches_numpy(monkeypatch, dtype, bidirection
         results.append(outputs + [p.grad.numpy() for p in lstm.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
+])
+def test_max_pool_kernels_match_numpy_with_ties_and_nan(monkeypatch, dtype, kwargs):
+    from layerwise.ops import pool
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, (2, 3, 9, 10)).astype(dtype)  # small integers: many ties
+    x[0, 1, 2, 3] = x[1, 2, 5, 5] = np.nan
+    probe = None
+    results = []
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(pool, "compiled", lambda name: None)
+        t = lw.tensor(x, requires_grad=True)
+        out = lw.nn.functional.max_pool2d(t, **kwargs)
+        if probe is None:
+            probe = rng.standard_normal(out.shape).astype(dtype)
+        (out * lw.tensor(probe)).sum().backward()
+        results.append((out.detach().numpy(), t.grad.numpy()))
+    (out_a, grad_a), (out_b, grad_b) = results
+    np.testing.assert_array_equal(out_a, out_b)  # the same maxima, NaN included
+    # overlapping windows add their gradients in a different order: rounding only
+    np.testing.assert_allclose(grad_a, grad_b, rtol=TOL[dtype], atol=TOL[dtype])
