@@ -9,6 +9,7 @@ index's rows as one slice after a sort (see ``_scatter_add_rows``).
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
+from layerwise.ops.kernels import kernel
 
 
 def _scatter_add_rows(indices, rows, num_rows):
@@ -23,6 +24,11 @@ def _scatter_add_rows(indices, rows, num_rows):
     out = xp.zeros((num_rows,) + rows.shape[1:], dtype=rows.dtype)
     n = indices.size
     if n == 0:
+        return out
+    fused = kernel("scatter_add_rows")
+    if fused is not None:  # a plain loop, compiled (kernels.py): no sort needed
+        flat_rows = xp.ascontiguousarray(rows).reshape(n, -1)  # (n, D)
+        fused(indices.reshape(-1), flat_rows, out.reshape(num_rows, -1))
         return out
     order = xp.argsort(indices, kind="stable")
     sorted_idx, sorted_rows = indices[order], rows[order]

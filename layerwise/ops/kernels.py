@@ -20,7 +20,8 @@ and a division per element: 2.5 ms compiled against 1.3 ms cache-blocked NumPy f
 ms, layer norm backward 9.1 -> 4.2 ms; a layer norm on (2048, 128) float32 0.39 -> 0.19 ms
 forward, 0.54 -> 0.22 ms backward; LSTM backward 23.6 -> 18.4 ms (a loop per time step); the
 CNN's two max-pool forwards 2.9 -> 1.1 ms. A max-pool backward written the same way was
-slower than the NumPy scatter (3.7-7 ms against 2.9), so it is not here.
+slower than the NumPy scatter (3.7-7 ms against 2.9), so it is not here. The embedding
+backward of the LSTM workload (2048 rows of 256 into 96): 2.5 -> 0.1 ms.
 """
 
 import math
@@ -152,6 +153,14 @@ def max_pool_forward(x, kh, kw, sh, sw, dh, dw, out, arg):
                                 arg[c, oy, ox, n] = k
 
 
+def scatter_add_rows(indices, rows, out):
+    """out[indices[j]] += rows[j] for every j: an embedding's backward. rows (n, D), out (V, D)."""
+    for j in range(indices.size):
+        k = indices[j]
+        for d in range(rows.shape[1]):
+            out[k, d] += rows[j, d]
+
+
 # name -> (function, fastmath flags). 'reassoc' lets LLVM vectorise the row sums (a different
 # summation order, as NumPy's own pairwise sums have); NaN and inf keep their IEEE meaning.
 _SUMS = {"reassoc", "contract"}
@@ -161,4 +170,5 @@ _KERNELS = {
     "layer_norm_backward": (layer_norm_backward, _SUMS),
     "lstm_cell_backward": (lstm_cell_backward, False),
     "max_pool_forward": (max_pool_forward, False),
+    "scatter_add_rows": (scatter_add_rows, False),
 }

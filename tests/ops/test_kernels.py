@@ -120,3 +120,17 @@ def test_max_pool_kernels_match_numpy_with_ties_and_nan(monkeypatch, dtype, kwar
     np.testing.assert_array_equal(out_a, out_b)  # the same maxima, NaN included
     # overlapping windows add their gradients in a different order: rounding only
     np.testing.assert_allclose(grad_a, grad_b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_embedding_backward_kernel_matches_numpy(monkeypatch, dtype):
+    from layerwise.ops import embedding
+
+    rng = np.random.default_rng(4)
+    idx = lw.tensor(rng.integers(0, 9, (6, 11)))  # repeats, and rows never drawn
+    weight = rng.standard_normal((9, 5)).astype(dtype)
+    probe = rng.standard_normal((6, 11, 5)).astype(dtype)
+    fn = lambda w: lw.nn.functional.embedding(idx, w)  # noqa: E731
+    compiled, plain = _both_paths(monkeypatch, embedding, fn, [weight], probe)
+    for a, b in zip(compiled, plain):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
