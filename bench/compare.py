@@ -13,7 +13,8 @@ Columns:
     % peak       the step's matmul FLOPs / its time / the matmul peak, where the peak is what
                  NumPy's BLAS reaches on the MLP step's own matrix products, measured here
     step MB      peak resident memory during 3 training steps minus the resident memory before
-                 them (model and data built), each framework alone in a fresh process
+                 them (model and data built, and layerwise's compiled kernels loaded, a
+                 one-time cost), each framework alone in a fresh process
 --aa runs each framework against a second copy of itself instead: the ratios it prints show
 how far apart two identical contenders read on this machine (they should be near 1.00).
 """
@@ -79,6 +80,10 @@ def probe_memory(framework, name, threads, steps=3):
         import torch
 
         torch.set_num_threads(threads)
+    if framework == "layerwise":  # loading numba and its kernels is a one-time cost, not a step's
+        from layerwise.ops.kernels import preload
+
+        preload("float32")
     step = getattr(workloads, f"{name}_{framework}")()
     before = _resident_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS

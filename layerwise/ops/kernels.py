@@ -55,6 +55,29 @@ def kernel(name):
     return _compiled[name]
 
 
+def preload(dtype="float32"):
+    """Compile (or load from the disk cache) every kernel for ``dtype`` now, on tiny inputs,
+    instead of on first use inside a step; returns whether numba is available. Used by
+    bench/compare.py so that loading numba is not counted as a training step's memory."""
+    import numpy as np
+
+    if kernel("gelu_tanh_backward") is None:
+        return False
+    v = np.ones(4, dtype)
+    m = np.ones((2, 4), dtype)
+    kernel("gelu_tanh_backward")(v.copy(), v, v, v)
+    kernel("layer_norm_forward")(m, v, v, 1e-5, m.copy(), m.copy(), np.ones((2, 1), dtype))
+    kernel("layer_norm_backward")(m, m, np.ones((2, 1), dtype), v, m.copy(), np.zeros(4),
+                                  np.zeros(4))
+    kernel("lstm_cell_backward")(m[:, :1].copy(), m[:, :1].copy(), m[:, :1].copy(), m,
+                                 m[:, :1].copy(), m[:, :1].copy(), m.copy())
+    x4 = np.ones((1, 2, 2, 4), dtype)
+    kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, x4[:, :1, :1].copy(),
+                               np.zeros((1, 1, 1, 4), np.int8))
+    kernel("scatter_add_rows")(np.zeros(2, np.int64), m, m.copy())
+    return True
+
+
 # --- the kernels --------------------------------------------------------------------------
 
 

@@ -134,3 +134,8 @@ def test_embedding_backward_kernel_matches_numpy(monkeypatch, dtype):
     compiled, plain = _both_paths(monkeypatch, embedding, fn, [weight], probe)
     for a, b in zip(compiled, plain):
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_preload_compiles_every_kernel_for_a_dtype():
+    assert kernels.preload("float64")
+    assert all(kernels.kernel(name) is not None for name in kernels._KERNELS)
