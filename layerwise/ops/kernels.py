@@ -6,7 +6,7 @@ reads each input once and writes the result once. Measured on the 2-core machine
 backward on (2048, 512) float32 takes 10 ms in plain NumPy, 2.9 ms cache-blocked
 (blocked.py) and 0.33 ms as the loop below.
 
-The kernels are ordinary Python functions over flat or 2-D C-contiguous arrays: read them as
+The kernels are ordinary Python functions over NumPy arrays: read them as
 the definition of what they compute. ``kernel(name)`` returns the compiled version (compiled on
 first use and cached on disk, so later processes load it), or None when numba is missing or
 ``LAYERWISE_NO_NUMBA=1``; every caller keeps its NumPy form for that case. The loops are
@@ -20,7 +20,8 @@ and a division per element: 2.5 ms compiled against 1.3 ms cache-blocked NumPy f
 ms, layer norm backward 9.1 -> 4.2 ms; a layer norm on (2048, 128) float32 0.39 -> 0.19 ms
 forward, 0.54 -> 0.22 ms backward; LSTM backward 23.6 -> 18.4 ms (a loop per time step); the
 CNN's two max-pool forwards 2.9 -> 1.1 ms. A max-pool backward written the same way was
-slower than the NumPy scatter (3.7-7 ms against 2.9), so it is not here. The embedding
+slower than the NumPy scatter (3.7-7 ms against 2.9), and so was a softmax backward against
+NumPy's einsum form; neither is here. The embedding
 backward of the LSTM workload (2048 rows of 256 into 96): 2.5 -> 0.1 ms.
 """
 
