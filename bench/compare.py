@@ -38,8 +38,10 @@ STEPS = {"mlp": (200, 20), "cnn": (40, 5), "gpt": (40, 4), "lstm": (40, 5)}
 INFERENCE_STEPS = (500, 50)
 
 
-def matmul_peak_gflops(repeats=200):
-    """GFLOP/s of NumPy's float32 GEMM over the MLP training step's products, run back to back."""
+def matmul_peak_gflops(repeats=200, trials=5):
+    """GFLOP/s of NumPy's float32 GEMM over the MLP training step's products, run back to back:
+    the best of a few trials a moment apart, since one trial can land in a slow spell of the
+    (shared) machine and understate the peak."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -53,13 +55,17 @@ def matmul_peak_gflops(repeats=200):
     ]
     for a, b in products:  # warm-up
         a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for a, b in products:
-            a @ b
-        times.append(time.perf_counter() - start)
-    return workloads.MLP_FLOPS / fastest_tenth_mean(times) / 1e9
+    best = float("inf")
+    for _ in range(trials):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for a, b in products:
+                a @ b
+            times.append(time.perf_counter() - start)
+        best = min(best, fastest_tenth_mean(times))
+        time.sleep(0.2)
+    return workloads.MLP_FLOPS / best / 1e9
 
 
 # --- peak memory, measured in a fresh process per framework ---------------------------------

@@ -69,8 +69,10 @@ class MaxPool2d(Function):
         ph, pw = padding
         pads = (ph, extent[0] - h - ph, pw, extent[1] - w - pw)
         xc = pad_batch_last(x, pads, -xp.inf) if any(pads) else batch_last(x)
-        fused = compiled("max_pool_forward")
-        if fused is not None:  # one compiled pass (kernels.py)
+        # one compiled pass (kernels.py); its inner loop runs over the batch, so below a few
+        # samples the NumPy slices are faster (batch 1: 0.07 against 0.15 ms)
+        fused = compiled("max_pool_forward") if n >= 8 else None
+        if fused is not None:
             out = xp.empty((c,) + tuple(out_hw) + (n,), dtype=x.dtype)  # (C, OH, OW, N)
             arg = xp.empty(out.shape, dtype=xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32)
             fused(xc, *kernel, *stride, *dilation, out, arg)
