@@ -22,6 +22,8 @@ layer (which pads anyway).
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.ops import movement
+from layerwise.ops.gemv import ones
+from layerwise.ops.kernels import kernel
 
 _as_strided = xp.lib.stride_tricks.as_strided
 
@@ -64,6 +66,16 @@ def window_slice(k, dilation, stride, n_out):
     """The slice of a padded axis that kernel position k reads for all n_out outputs."""
     start = k * dilation
     return slice(start, start + stride * (n_out - 1) + 1, stride)
+
+
+def _col2im(gcols, gpad, kernel_hw, stride, dilation, out_hw):
+    """gcols (C, KH, KW, OH, OW, N) added into gpad (C, Hp, Wp, N) where im2col read them: each
+    kernel position scatters into a strided slice; slices of different positions overlap when
+    stride < kernel, so they are added one position at a time."""
+    for i in range(kernel_hw[0]):
+        rows = window_slice(i, dilation[0], stride[0], out_hw[0])
+        for j in range(kernel_hw[1]):
+            gpad[:, rows, window_slice(j, dilation[1], stride[1], out_hw[1])] += gcols[:, i, j]
 
 
 def pad_batch_last(x, pads, value=0.0):
@@ -126,17 +138,16 @@ class Conv2d(Function):
                 # made: they can reuse the memory, and the step's peak drops by one such array.
                 self.cols = None
         if len(needs) > 2 and needs[2]:
-            gb = g3.sum(axis=2).reshape(o)
+            gb = (g3 @ ones(g3.shape[2], g3.dtype)).reshape(o)  # row sums by the BLAS
         if needs[0]:
             gcols = xp.matmul(self.w3.transpose(0, 2, 1), g3)  # (G, K, M)
             gcols = gcols.reshape(c, kh, kw, oh, ow, n)
             gpad = xp.zeros(padded, dtype=g.dtype)  # (C, Hp, Wp, N)
-            # col2im: each kernel position scatters into a strided slice; slices of different
-            # positions overlap when stride < kernel, so they are added one position at a time.
-            for i in range(kh):
-                rows = window_slice(i, dilation[0], stride[0], oh)
-                for j in range(kw):
-                    gpad[:, rows, window_slice(j, dilation[1], stride[1], ow)] += gcols[:, i, j]
+            fused = kernel("col2im") if n >= 8 else None  # batch-innermost loop (kernels.py)
+            if fused is not None:
+                fused(gcols, *stride, *dilation, gpad)
+            else:
+                _col2im(gcols, gpad, (kh, kw), stride, dilation, (oh, ow))
             top, _, left, _ = pads
             gx = batch_first(gpad[:, top:top + h, left:left + w])  # (N, C, H, W) view
         return gx, gw, gb

@@ -22,7 +22,8 @@ forward, 0.54 -> 0.22 ms backward; LSTM backward 23.6 -> 18.4 ms (a loop per tim
 CNN's two max-pool forwards 2.9 -> 1.1 ms. A max-pool backward written the same way was
 slower than the NumPy scatter (3.7-7 ms against 2.9), and so was a softmax backward against
 NumPy's einsum form; neither is here. The embedding
-backward of the LSTM workload (2048 rows of 256 into 96): 2.5 -> 0.1 ms.
+backward of the LSTM workload (2048 rows of 256 into 96): 2.5 -> 0.1 ms. The CNN's conv
+backward with col2im as one loop: 10.8 -> 9.3 ms.
 """
 
 import math
@@ -76,6 +77,7 @@ def preload(dtype="float32"):
     kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, x4[:, :1, :1].copy(),
                                np.zeros((1, 1, 1, 4), np.int8))
     kernel("scatter_add_rows")(np.zeros(2, np.int64), m, m.copy())
+    kernel("col2im")(np.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
     return True
 
 
@@ -185,6 +187,22 @@ def scatter_add_rows(indices, rows, out):
             out[k, d] += rows[j, d]
 
 
+def col2im(gcols, sh, sw, dh, dw, gpad):
+    """The adjoint of im2col: gcols (C, KH, KW, OH, OW, N) -> gpad (C, Hp, Wp, N), each
+    column entry added to the input position it was read from (the caller zeroes gpad).
+    Accumulating in one pass beats one strided slice-add per kernel position in NumPy."""
+    c_size, kh, kw, oh, ow, n_size = gcols.shape
+    for c in range(c_size):
+        for ky in range(kh):
+            for kx in range(kw):
+                for oy in range(oh):
+                    row = oy * sh + ky * dh
+                    for ox in range(ow):
+                        col = ox * sw + kx * dw
+                        for n in range(n_size):
+                            gpad[c, row, col, n] += gcols[c, ky, kx, oy, ox, n]
+
+
 # name -> (function, fastmath flags). 'reassoc' lets LLVM vectorise the row sums (a different
 # summation order, as NumPy's own pairwise sums have); NaN and inf keep their IEEE meaning.
 _SUMS = {"reassoc", "contract"}
@@ -195,4 +213,5 @@ _KERNELS = {
     "lstm_cell_backward": (lstm_cell_backward, False),
     "max_pool_forward": (max_pool_forward, False),
     "scatter_add_rows": (scatter_add_rows, False),
+    "col2im": (col2im, False),
 }

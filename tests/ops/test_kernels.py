@@ -139,3 +139,18 @@ def test_embedding_backward_kernel_matches_numpy(monkeypatch, dtype):
 def test_preload_compiles_every_kernel_for_a_dtype():
     assert kernels.preload("float64")
     assert all(kernels.kernel(name) is not None for name in kernels._KERNELS)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, dilation=2, padding=2, groups=2)])
+def test_conv_col2im_kernel_matches_numpy(monkeypatch, dtype, kwargs):
+    from layerwise.ops import conv
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 4, 9, 8)).astype(dtype)  # 8: the kernel's smallest batch
+    w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)).astype(dtype)
+    fn = lambda a, b: conv.conv2d(a, b, **kwargs)  # noqa: E731
+    probe = rng.standard_normal(tuple(fn(lw.tensor(x), lw.tensor(w)).shape)).astype(dtype)
+    compiled, plain = _both_paths(monkeypatch, conv, fn, [x, w], probe)
+    for a, b in zip(compiled, plain):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
