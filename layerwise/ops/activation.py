@@ -15,11 +15,25 @@ from layerwise.ops.kernels import kernel
 
 class ReLU(Function):
     def forward(self, x):
+        fused = kernel("relu_forward") if x.size >= 4096 else None
+        if fused is not None:  # one pass for the output and the mask (kernels.py)
+            # empty_like keeps x's memory order, so the three flat views ("K": memory order)
+            # line up element by element, whatever x's layout (a conv output is batch-last)
+            out, self.mask = xp.empty_like(x), xp.empty_like(x, dtype=bool)
+            fused(x.ravel(order="K"), out.ravel(order="K"), self.mask.ravel(order="K"))
+            return out
         self.mask = x > 0
         return x * self.mask
 
     def backward(self, g):
-        return g * self.mask
+        mask = self.mask
+        fused = kernel("relu_backward") if mask.size >= 4096 else None
+        # the flat views line up only if g is laid out like the mask (the usual case)
+        if fused is not None and g.strides == tuple(s * g.itemsize for s in mask.strides):
+            dx = xp.empty_like(g)
+            fused(g.ravel(order="K"), mask.ravel(order="K"), dx.ravel(order="K"))
+            return dx
+        return g * mask
 
 
 class LeakyReLU(Function):

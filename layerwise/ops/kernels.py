@@ -23,7 +23,8 @@ CNN's two max-pool forwards 2.9 -> 1.1 ms. A max-pool backward written the same 
 slower than the NumPy scatter (3.7-7 ms against 2.9), and so was a softmax backward against
 NumPy's einsum form; neither is here. The embedding
 backward of the LSTM workload (2048 rows of 256 into 96): 2.5 -> 0.1 ms. The CNN's conv
-backward with col2im as one loop: 10.8 -> 9.3 ms.
+backward with col2im as one loop: 10.8 -> 9.3 ms; its three ReLUs, output and mask in one
+pass: forward 1.56 -> 0.89 ms, backward 1.29 -> 0.83 ms.
 """
 
 import math
@@ -78,6 +79,8 @@ def preload(dtype="float32"):
                                np.zeros((1, 1, 1, 4), np.int8))
     kernel("scatter_add_rows")(np.zeros(2, np.int64), m, m.copy())
     kernel("col2im")(np.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
+    kernel("relu_forward")(v, v.copy(), np.zeros(4, bool))
+    kernel("relu_backward")(v, np.zeros(4, bool), v.copy())
     return True
 
 
@@ -203,6 +206,21 @@ def col2im(gcols, sh, sw, dh, dw, gpad):
                             gpad[c, row, col, n] += gcols[c, ky, kx, oy, ox, n]
 
 
+def relu_forward(x, out, mask):
+    """out = x where x > 0 else 0 (NaN stays NaN, as x * (x > 0) gives), mask = x > 0; flat."""
+    for i in range(x.size):
+        v = x[i]
+        positive = v > 0
+        mask[i] = positive
+        out[i] = v if positive or v != v else 0
+
+
+def relu_backward(g, mask, dx):
+    """dx = g where the input was positive, else 0; flat."""
+    for i in range(g.size):
+        dx[i] = g[i] if mask[i] else 0
+
+
 # name -> (function, fastmath flags). 'reassoc' lets LLVM vectorise the row sums (a different
 # summation order, as NumPy's own pairwise sums have); NaN and inf keep their IEEE meaning.
 _SUMS = {"reassoc", "contract"}
@@ -214,4 +232,6 @@ _KERNELS = {
     "max_pool_forward": (max_pool_forward, False),
     "scatter_add_rows": (scatter_add_rows, False),
     "col2im": (col2im, False),
+    "relu_forward": (relu_forward, False),
+    "relu_backward": (relu_backward, False),
 }

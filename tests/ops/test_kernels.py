@@ -154,3 +154,17 @@ def test_conv_col2im_kernel_matches_numpy(monkeypatch, dtype, kwargs):
     compiled, plain = _both_paths(monkeypatch, conv, fn, [x, w], probe)
     for a, b in zip(compiled, plain):
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("layout", ["C", "transposed", "strided", "reversed"])
+def test_relu_kernel_matches_numpy_in_any_layout(monkeypatch, layout):
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal((16, 20, 30))
+    base[0, 0, :3] = [np.nan, 0.0, -0.0]
+    x = {"C": base, "transposed": base.transpose(2, 0, 1), "strided": base[:, ::2, 1::3],
+         "reversed": base[::-1, :, ::-1]}[layout]
+    x = np.concatenate([x] * 2) if x.size < 4096 else x  # at least the kernel's minimum size
+    probe = rng.standard_normal(x.shape)
+    compiled, plain = _both_paths(monkeypatch, activation, lw.relu, [x], probe)
+    for a, b in zip(compiled, plain):
+        np.testing.assert_array_equal(a, b)
