@@ -18,8 +18,7 @@ from layerwise.audit import calibration, data_checks, explain, groups, plots, sh
 from layerwise.audit.card import write_card
 from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import get_rng_state, set_rng_state
-from layerwise.serialization import load
-from layerwise.train.checkpoint import RunError, read_json
+from layerwise.train.checkpoint import RunError, load_run_weights, read_json
 from layerwise.train.recipes import get_recipe
 
 N_EXPLAIN = 10
@@ -96,12 +95,7 @@ def load_run(run_dir):
         model = recipe.build(hp, steps, data).model
     finally:
         set_rng_state(state)
-    try:
-        model.load_state_dict(load(weights))
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise RunError(f"{weights} does not fit the run's config: "
-                       f"{str(err).splitlines()[0]}") from None
-    model.eval()
+    load_run_weights(model, weights)
     metrics, history = {}, []
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
         metrics = read_json(os.path.join(run_dir, "metrics.json"), "the run's metrics")

@@ -28,7 +28,6 @@ from layerwise.nn.embedding import Embedding
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.normalization import LayerNorm
-from layerwise.nn.parameter import Parameter
 from layerwise.ops.attention import scaled_dot_product_attention
 
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}

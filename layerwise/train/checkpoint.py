@@ -26,7 +26,7 @@ import re
 import time
 
 from layerwise.serialization import (
-    flatten_optimizer_state, load_with_metadata, save, unflatten_optimizer_state,
+    flatten_optimizer_state, load, load_with_metadata, save, unflatten_optimizer_state,
     write_text_atomic,
 )
 from layerwise.train.callbacks import Callback
@@ -40,6 +40,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class RunError(Exception):
     """A problem with a run directory or its files that the user can fix (one line)."""
+
+
+def load_run_weights(model, weights):
+    """Load a finished run's weights file into ``model`` (built from the run's config) and
+    switch it to eval mode; a file that does not fit the model is a RunError."""
+    try:
+        model.load_state_dict(load(weights))
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise RunError(f"{weights} does not fit the run's config: "
+                       f"{str(err).splitlines()[0]}") from None
+    model.eval()
+    return model
 
 
 # --- run directories ------------------------------------------------------------------------

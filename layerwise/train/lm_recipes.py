@@ -33,8 +33,8 @@ from layerwise.models.gpt import GPT, GPTConfig
 from layerwise.models.lstm_lm import LSTMLanguageModel
 from layerwise.nn import functional as F
 from layerwise.nn.module import Module
-from layerwise.serialization import load, write_text_atomic
-from layerwise.train.checkpoint import RunError, read_json
+from layerwise.serialization import write_text_atomic
+from layerwise.train.checkpoint import RunError, load_run_weights, read_json
 from layerwise.train.recipes import RECIPES, Parts, Recipe, Task, TaskData, get_recipe, register
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -291,12 +291,7 @@ def load_trained(run_dir, kinds=("lm", "mlm")):
     tokenizer = run_tokenizer(config["hyperparameters"], None, None, run_dir)
     model = recipe.task.make_model(config["hyperparameters"],
                                    recipe.task.model_vocab_size(tokenizer))
-    try:
-        model.load_state_dict(load(weights))
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise RunError(f"{weights} does not fit the run's config: "
-                       f"{str(err).splitlines()[0]}") from None
-    model.eval()
+    load_run_weights(model, weights)
     return TrainedRun(run_dir, config, recipe, tokenizer, model)
 
 

@@ -3,7 +3,6 @@ uncached, greedy decoding against an independent loop, and one-line errors."""
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
