@@ -90,6 +90,8 @@ class MaxPool2d(Function):
         out = slices[0].copy()  # (C, OH, OW, N)
         for window in slices[1:]:
             xp.maximum(out, window, out=out)  # NaN propagates: it is its window's max
+        if not self.needs_input_grad:  # no graph (inference): the winners are not needed
+            return batch_first(out)
         # arg = how many positions come before the first one holding the max: count, position
         # by position, the windows still unmatched. Byte-wide passes; a masked copyto per
         # position (the obvious way) is ~20x slower.
@@ -180,6 +182,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     node = out._ctx
     if node is None:  # no graph was recorded: run the forward again to get the positions
         node = MaxPool2d()
+        node.needs_input_grad = (True,)  # so that forward keeps the positions of the maxima
         node.forward(input.data, kernel, stride, padding, dilation, out_hw, extent)
     row, col = node.positions()  # in the padded array -> flat index in the input plane
     index = (row - padding[0]) * input.shape[3] + (col - padding[1])

@@ -217,9 +217,12 @@ def test_overlapping_max_windows_accumulate_gradient():
     assert x.grad.numpy()[0, 0, 1, 1] == 4.0 and x.grad.numpy().sum() == 4.0
 
 
-def test_max_pool_return_indices_are_flat_positions_in_the_input_plane():
+@pytest.mark.parametrize("requires_grad", [False, True])  # no graph / a recorded node
+def test_max_pool_return_indices_are_flat_positions_in_the_input_plane(requires_grad):
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 6))
-    out, index = max_pool2d(lw.tensor(x), 3, stride=2, padding=1, return_indices=True)
+    out, index = max_pool2d(lw.tensor(x, requires_grad=requires_grad), 3, stride=2, padding=1,
+                            return_indices=True)
+    out = out.detach()
     assert index.dtype == lw.int64 and index.shape == out.shape
     picked = np.take_along_axis(x.reshape(2, 3, -1), index.numpy().reshape(2, 3, -1), axis=2)
     np.testing.assert_array_equal(picked.reshape(out.shape), out.numpy())
