@@ -143,6 +143,15 @@ class GELU(Function):
         self.x, self.approximate = x, approximate
         # C order whatever x's layout: blockwise writes through flat views of its outputs
         out, self.saved = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype)  # saved: t or Phi
+        inner, output = kernel("gelu_tanh_inner"), kernel("gelu_tanh_output")
+        if approximate == "tanh" and inner is not None:
+            # three passes instead of nine: compiled polynomial, NumPy's SIMD tanh, compiled
+            # output (a compiled tanh would be scalar, and slower than all nine)
+            flat_x, t = xp.ascontiguousarray(x).reshape(-1), self.saved.reshape(-1)
+            inner(flat_x, t)
+            xp.tanh(t, out=t)
+            output(flat_x, t, out.reshape(-1))
+            return out
         # tanh and erf are vectorised in NumPy/SciPy, so the forward stays blockwise NumPy
         step = _gelu_tanh_forward if approximate == "tanh" else _gelu_erf_forward
         blockwise(step, (out, self.saved), (x,), x.dtype)
