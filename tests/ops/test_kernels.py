@@ -98,6 +98,8 @@ def test_lstm_cell_backward_kernel_matches_numpy(monkeypatch, dtype, bidirection
     dict(kernel_size=2),
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
+    dict(kernel_size=2, stride=3),  # disjoint windows with gaps between them
+    dict(kernel_size=2, stride=4, dilation=2, padding=1),
 ])
 def test_max_pool_kernels_match_numpy_with_ties_and_nan(monkeypatch, dtype, kwargs):
     from layerwise.ops import pool
