@@ -15,18 +15,22 @@ cores (the BLAS keeps its threads spinning between matrix products).
 
 Only what measured faster is here. NumPy's exp, tanh, sqrt and division are vectorised (SIMD)
 and numba's scalar versions are not, so the GELU forward compiles the parts around its tanh
-and leaves the tanh to NumPy (GPT step: 7.9 -> 4.1 ms), and the Adam update (a sqrt and a
-division per element: 2.5 ms compiled against 1.3 ms cache-blocked NumPy for the MLP's 670 K
-parameters) stays in NumPy. Measured in the GPT training step: GELU backward 8.3 -> 2.9
-ms, layer norm backward 9.1 -> 4.2 ms; a layer norm on (2048, 128) float32 0.39 -> 0.19 ms
-forward, 0.54 -> 0.22 ms backward; LSTM backward 23.6 -> 18.4 ms (a loop per time step); the
-CNN's two max-pool forwards 2.9 -> 1.1 ms. A max-pool backward written the same way was
-slower than the NumPy scatter (3.7-7 ms against 2.9), and so was a softmax backward against
-NumPy's einsum form; neither is here. For non-overlapping windows a backward that writes each
-position once is (the CNN's two pool backwards 2.7 -> 1.1 ms), given C-contiguous arrays. The embedding
-backward of the LSTM workload (2048 rows of 256 into 96): 2.5 -> 0.1 ms. The CNN's conv
-backward with col2im as one loop: 10.8 -> 9.3 ms; its three ReLUs, output and mask in one
-pass: forward 1.56 -> 0.89 ms, backward 1.29 -> 0.83 ms.
+and leaves the tanh to NumPy, and the Adam update (a sqrt and a division per element: 2.5 ms
+compiled against 1.3 ms cache-blocked NumPy for the MLP's 670 K parameters) stays in NumPy.
+numba vectorises a loop only over arrays it knows to be contiguous, so callers pass those.
+Measured inside the bench/ training steps, NumPy form -> kernel:
+
+    GELU forward / backward (GPT)          7.9 -> 4.1 ms    8.3 -> 2.9 ms
+    layer norm backward (GPT)              9.1 -> 4.2 ms
+    LSTM backward, one loop per step      23.6 -> 18.4 ms
+    embedding backward (LSTM)              2.5 -> 0.1 ms
+    conv backward with col2im (CNN)       10.8 -> 9.3 ms
+    ReLU forward / backward (CNN)         1.56 -> 0.89 ms  1.29 -> 0.83 ms
+    max pool forward / backward (CNN)      2.9 -> 1.1 ms    2.7 -> 1.1 ms
+
+Tried and left out, slower than NumPy: the Adam update, a softmax backward (against NumPy's
+einsum form) and a max-pool backward that adds into overlapping windows (3.7-7 ms against
+2.9; the one here is for windows that do not overlap and writes each position once).
 """
 
 import math
