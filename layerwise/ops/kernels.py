@@ -20,7 +20,7 @@ compiled against 1.3 ms cache-blocked NumPy for the MLP's 670 K parameters) stay
 numba vectorises a loop only over arrays it knows to be contiguous, so callers pass those.
 Measured inside the bench/ training steps, NumPy form -> kernel:
 
-    GELU forward / backward (GPT)          7.9 -> 3.5 ms    8.3 -> 4.6 ms (recomputing t)
+    GELU forward / backward (GPT)          7.9 -> 4.4 ms    8.3 -> 6.0 ms (recomputing t)
     layer norm backward (GPT)              9.1 -> 4.2 ms
     LSTM backward, one loop per step      23.6 -> 18.4 ms
     embedding backward (LSTM)              2.5 -> 0.1 ms
