@@ -108,8 +108,14 @@ class Conv2d(Function):
         oh = out_size(h, kh, stride[0], top + bottom, dilation[0])
         ow = out_size(w, kw, stride[1], left + right, dilation[1])
         xc = pad_batch_last(x, pads) if any(pads) else batch_last(x)  # (C, Hp, Wp, N)
-        cols = windows(xc, (kh, kw), stride, dilation, (oh, ow))  # (C, KH, KW, OH, OW, N) view
-        cols = cols.reshape(groups, cg * kh * kw, oh * ow * n)  # the one copy: (G, K, M)
+        fused = kernel("im2col") if n >= 8 and xc.flags.c_contiguous else None
+        if fused is not None:  # the same copy, compiled (kernels.py)
+            cols = xp.empty((groups * cg * kh * kw, oh * ow * n), dtype=x.dtype)
+            fused(xc, kh, kw, *stride, *dilation, oh, ow, cols)
+            cols = cols.reshape(groups, cg * kh * kw, oh * ow * n)  # (G, K, M), a view
+        else:
+            cols = windows(xc, (kh, kw), stride, dilation, (oh, ow))  # (C, KH, KW, OH, OW, N)
+            cols = cols.reshape(groups, cg * kh * kw, oh * ow * n)  # the one copy: (G, K, M)
         w3 = weight.reshape(groups, o // groups, cg * kh * kw)  # (G, Og, K)
         out = xp.matmul(w3, cols)  # (G, Og, M)
         if bias is not None:

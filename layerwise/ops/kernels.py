@@ -25,6 +25,7 @@ Measured inside the bench/ training steps, NumPy form -> kernel:
     LSTM backward, one loop per step      23.6 -> 18.4 ms
     embedding backward (LSTM)              2.5 -> 0.1 ms
     conv backward with col2im (CNN)       10.8 -> 9.3 ms
+    im2col of the CNN's second conv       1.33 -> 0.46 ms (alone)
     ReLU forward / backward (CNN)         1.56 -> 0.89 ms  1.29 -> 0.83 ms
     max pool forward / backward (CNN)      2.9 -> 1.1 ms    2.7 -> 1.1 ms
 
@@ -87,6 +88,7 @@ def preload(dtype="float32"):
                                np.zeros((1, 1, 1, 4), np.int8))
     kernel("scatter_add_rows")(np.zeros(2, np.int64), m, m.copy())
     kernel("col2im")(np.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
+    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 2, 2, np.empty((1, 16), dtype))
     kernel("relu_forward")(v, v.copy(), np.zeros(4, bool))
     kernel("relu_backward")(v, np.zeros(4, bool), v.copy())
     kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), np.zeros((1, 1, 1, 4), np.int8),
@@ -215,6 +217,23 @@ def scatter_add_rows(indices, rows, out):
             out[k, d] += rows[j, d]
 
 
+def im2col(xc, kh, kw, sh, sw, dh, dw, oh, ow, cols):
+    """The columns of a convolution: xc (C, Hp, Wp, N), padded and batch-last, into cols
+    (C*KH*KW, OH*OW*N), row (c, ky, kx), column (oy, ox, n) = xc[c, oy*sh + ky*dh,
+    ox*sw + kx*dw, n]. The same copy NumPy makes from the strided view, without its
+    per-run overhead (runs of N values)."""
+    c_size, n_size = xc.shape[0], xc.shape[3]
+    for c in range(c_size):
+        for ky in range(kh):
+            for kx in range(kw):
+                r = (c * kh + ky) * kw + kx
+                for oy in range(oh):
+                    for ox in range(ow):
+                        base = (oy * ow + ox) * n_size
+                        for n in range(n_size):
+                            cols[r, base + n] = xc[c, oy * sh + ky * dh, ox * sw + kx * dw, n]
+
+
 def col2im(gcols, sh, sw, dh, dw, gpad):
     """The adjoint of im2col: gcols (C, KH, KW, OH, OW, N) -> gpad (C, Hp, Wp, N), each
     column entry added to the input position it was read from (the caller zeroes gpad).
@@ -276,6 +295,7 @@ _KERNELS = {
     "lstm_cell_backward": (lstm_cell_backward, False),
     "max_pool_forward": (max_pool_forward, False),
     "scatter_add_rows": (scatter_add_rows, False),
+    "im2col": (im2col, False),
     "col2im": (col2im, False),
     "relu_forward": (relu_forward, False),
     "relu_backward": (relu_backward, False),
