@@ -23,7 +23,7 @@ Measured inside the bench/ training steps, NumPy form -> kernel:
     GELU forward / backward (GPT)          7.9 -> 4.4 ms    8.3 -> 6.0 ms (recomputing t)
     layer norm backward (GPT)              9.1 -> 4.2 ms
     LSTM backward, one loop per step      23.6 -> 18.4 ms
-    embedding backward (LSTM)              2.5 -> 0.1 ms
+    embedding backward (LSTM)             2.65 -> 0.60 ms
     conv backward with col2im (CNN)       10.8 -> 9.3 ms
     im2col of the CNN's second conv       1.33 -> 0.46 ms (alone)
     ReLU forward / backward (CNN)         1.56 -> 0.89 ms  1.29 -> 0.83 ms
