@@ -121,7 +121,8 @@ class SDPAttention(Function):
     # With a causal mask the first half of the queries sees only the first half of the keys,
     # so a quarter of the (T, T) scores are masked out in one block. Splitting the queries in
     # two skips that block: 25% fewer score products, softmax work and saved probabilities.
-    # On the GPT workload (T=128): forward+backward of one layer 6.4 -> ~5 ms.
+    # One layer of the GPT workload alone (B=16, h=4, T=128): forward 5.5 -> 4.0 ms, forward and
+    # backward together 12 -> 9 ms.
 
     def _attend_causal(self, q, k, v, scale, bias, dropout_p):
         h = self.split

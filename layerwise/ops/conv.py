@@ -112,10 +112,10 @@ class Conv2d(Function):
         if fused is not None:  # the same copy, compiled (kernels.py)
             cols = xp.empty((groups * cg * kh * kw, oh * ow * n), dtype=x.dtype)
             fused(xc, kh, kw, *stride, *dilation, oh, ow, cols)
-            cols = cols.reshape(groups, cg * kh * kw, oh * ow * n)  # (G, K, M), a view
         else:
             cols = windows(xc, (kh, kw), stride, dilation, (oh, ow))  # (C, KH, KW, OH, OW, N)
-            cols = cols.reshape(groups, cg * kh * kw, oh * ow * n)  # the one copy: (G, K, M)
+        # (G, K, M): a view of the kernel's columns, or the one copy out of the strided view
+        cols = cols.reshape(groups, cg * kh * kw, oh * ow * n)
         w3 = weight.reshape(groups, o // groups, cg * kh * kw)  # (G, Og, K)
         out = xp.matmul(w3, cols)  # (G, Og, M)
         if bias is not None:

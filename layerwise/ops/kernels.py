@@ -37,6 +37,8 @@ einsum form) and a max-pool backward that adds into overlapping windows (3.7-7 m
 import math
 import os
 
+from layerwise.backend import xp  # the kernels take the NumPy backend's arrays
+
 _compiled = {}
 _numba = None  # the module, False once it has failed to import
 
@@ -69,29 +71,27 @@ def preload(dtype="float32"):
     """Compile (or load from the disk cache) every kernel for ``dtype`` now, on tiny inputs,
     instead of on first use inside a step; returns whether numba is available. Used by
     bench/compare.py so that loading numba is not counted as a training step's memory."""
-    import numpy as np
-
     if kernel("gelu_tanh_backward") is None:
         return False
-    v = np.ones(4, dtype)
-    m = np.ones((2, 4), dtype)
+    v = xp.ones(4, dtype)
+    m = xp.ones((2, 4), dtype)
     kernel("gelu_tanh_backward")(v.copy(), v, v, v)
     kernel("gelu_tanh_inner")(v, v.copy())
     kernel("gelu_tanh_output")(v, v, v.copy())
-    kernel("layer_norm_forward")(m, v, v, 1e-5, m.copy(), m.copy(), np.ones((2, 1), dtype))
-    kernel("layer_norm_backward")(m, m, np.ones((2, 1), dtype), v, m.copy(), np.zeros(4),
-                                  np.zeros(4))
+    kernel("layer_norm_forward")(m, v, v, 1e-5, m.copy(), m.copy(), xp.ones((2, 1), dtype))
+    kernel("layer_norm_backward")(m, m, xp.ones((2, 1), dtype), v, m.copy(), xp.zeros(4),
+                                  xp.zeros(4))
     kernel("lstm_cell_backward")(m[:, :1].copy(), m[:, :1].copy(), m[:, :1].copy(), m,
                                  m[:, :1].copy(), m[:, :1].copy(), m.copy())
-    x4 = np.ones((1, 2, 2, 4), dtype)
+    x4 = xp.ones((1, 2, 2, 4), dtype)
     kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, x4[:, :1, :1].copy(),
-                               np.zeros((1, 1, 1, 4), np.int8))
-    kernel("scatter_add_rows")(np.zeros(2, np.int64), m, m.copy())
-    kernel("col2im")(np.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
-    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 2, 2, np.empty((1, 16), dtype))
-    kernel("relu_forward")(v, v.copy(), np.zeros(4, bool))
-    kernel("relu_backward")(v, np.zeros(4, bool), v.copy())
-    kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), np.zeros((1, 1, 1, 4), np.int8),
+                               xp.zeros((1, 1, 1, 4), xp.int8))
+    kernel("scatter_add_rows")(xp.zeros(2, xp.int64), m, m.copy())
+    kernel("col2im")(xp.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
+    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
+    kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
+    kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
+    kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), xp.zeros((1, 1, 1, 4), xp.int8),
                                          2, 2, 2, 2, 1, 1, x4.copy())
     return True
 

@@ -71,13 +71,13 @@ class MaxPool2d(Function):
         xc = pad_batch_last(x, pads, -xp.inf) if any(pads) else batch_last(x)
         # one compiled pass (kernels.py); its inner loop runs over the batch, so below a few
         # samples the NumPy slices are faster (batch 1: 0.07 against 0.15 ms)
+        self.geometry = (x.shape, xc.shape, kernel, stride, padding, dilation, out_hw)
+        arg_dtype = xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32  # a kernel position
         fused = compiled("max_pool_forward") if n >= 8 else None
         if fused is not None:
             out = xp.empty((c,) + tuple(out_hw) + (n,), dtype=x.dtype)  # (C, OH, OW, N)
-            arg = xp.empty(out.shape, dtype=xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32)
-            fused(xc, *kernel, *stride, *dilation, out, arg)
-            self.arg = arg
-            self.geometry = (x.shape, xc.shape, kernel, stride, padding, dilation, out_hw)
+            self.arg = xp.empty(out.shape, dtype=arg_dtype)
+            fused(xc, *kernel, *stride, *dilation, out, self.arg)
             return batch_first(out)  # (N, C, OH, OW)
         # One strided slice per kernel position, each (C, OH, OW, N) and read in place: a
         # running maximum over them, then the winning position by comparisons, last position
@@ -95,7 +95,7 @@ class MaxPool2d(Function):
         # arg = how many positions come before the first one holding the max: count, position
         # by position, the windows still unmatched. Byte-wide passes; a masked copyto per
         # position (the obvious way) is ~20x slower.
-        arg = xp.zeros(out.shape, dtype=xp.int8 if k < 128 else xp.int32)
+        arg = xp.zeros(out.shape, dtype=arg_dtype)
         unmatched = xp.ones(out.shape, dtype=bool)
         hit = xp.empty(out.shape, dtype=bool)
         for window in slices[:-1]:
@@ -107,7 +107,6 @@ class MaxPool2d(Function):
             for i in range(k - 1, -1, -1):
                 xp.copyto(arg, i, where=xp.isnan(slices[i]))
         self.arg = arg
-        self.geometry = (x.shape, xc.shape, kernel, stride, padding, dilation, out_hw)
         return batch_first(out)  # (N, C, OH, OW)
 
     def positions(self):
