@@ -62,7 +62,11 @@ def kernel(name):
     if name not in _compiled:
         numba = _load_numba()
         function, fastmath = _KERNELS[name]
-        _compiled[name] = (numba.njit(cache=True, nogil=True, fastmath=fastmath)(function)
+        # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead
+        # of numba's default Python check; that check is a branch in every iteration, and a
+        # loop with a branch is not vectorised (the Adam update: 1.96 -> 0.22 ms).
+        _compiled[name] = (numba.njit(cache=True, nogil=True, fastmath=fastmath,
+                                      error_model="numpy")(function)
                            if numba else None)
     return _compiled[name]
 
@@ -93,6 +97,8 @@ def preload(dtype="float32"):
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
     kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), xp.zeros((1, 1, 1, 4), xp.int8),
                                          2, 2, 2, 2, 1, 1, x4.copy())
+    one = v[0]
+    kernel("adam_update")(v.copy(), v, v.copy(), v.copy(), *[one] * 7)
     return True
 
 
@@ -265,6 +271,20 @@ def relu_backward(g, mask, dx):
         dx[i] = g[i] if mask[i] else 0
 
 
+def adam_update(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                inv_sqrt_bc2, eps):
+    """One Adam step in place over flat arrays (optim/adam.py has the formula): the same
+    operations in the same order as its NumPy form, so the result is the same to the bit. The
+    scalars come in the arrays' dtype, so that float32 arrays are not computed in float64."""
+    for i in range(p.size):
+        gi = g[i]
+        mi = m[i] * beta1 + gi * one_minus_beta1
+        vi = v[i] * beta2 + (gi * gi) * one_minus_beta2
+        m[i] = mi
+        v[i] = vi
+        p[i] -= (mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)) * step_size
+
+
 def max_pool_backward_disjoint(g, arg, kh, kw, sh, sw, dh, dw, gx):
     """Max-pool backward when windows do not overlap (stride >= dilated kernel, e.g. 2x2/2):
     every position of every window is written once, g where it won, else 0, so nothing is
@@ -300,4 +320,5 @@ _KERNELS = {
     "relu_forward": (relu_forward, False),
     "relu_backward": (relu_backward, False),
     "max_pool_backward_disjoint": (max_pool_backward_disjoint, False),
+    "adam_update": (adam_update, False),
 }

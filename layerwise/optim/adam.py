@@ -5,6 +5,7 @@ import math
 from layerwise.autograd import Tensor
 from layerwise.backend import xp
 from layerwise.ops.blocked import blockwise
+from layerwise.ops.kernels import kernel
 from layerwise.optim.optimizer import Optimizer
 
 
@@ -78,14 +79,25 @@ class AdamW(Adam):
 
 
 def _adam_step(param, grad, state, group):
-    """The shared moment update and parameter step, in place, blockwise (ops/blocked.py): the
-    ten passes of the update over a block stay in cache instead of going through memory."""
+    """The shared moment update and parameter step, in place: one compiled pass (kernels.py)
+    where it applies, else NumPy blockwise (ops/blocked.py), so that the ten passes of the
+    update over a block stay in cache instead of going through memory."""
     beta1, beta2 = group["betas"]
     step = state["step"] = state["step"] + 1
     amsgrad = group["amsgrad"]
     # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
     step_size = group["lr"] / (1 - beta1 ** step)
     inv_sqrt_bc2, eps = 1 / math.sqrt(1 - beta2 ** step), group["eps"]
+    m, v = state["exp_avg"].data, state["exp_avg_sq"].data
+
+    fused = kernel("adam_update")
+    arrays = (param, grad, m, v)
+    if (fused is not None and not amsgrad and param.dtype.kind == "f"
+            and all(a.dtype == param.dtype and a.flags.c_contiguous for a in arrays)):
+        # The scalars in the arrays' dtype: NumPy casts Python floats the same way.
+        scalars = (beta1, 1 - beta1, beta2, 1 - beta2, step_size, inv_sqrt_bc2, eps)
+        fused(*(a.reshape(-1) for a in arrays), *map(param.dtype.type, scalars))
+        return
 
     def update(p, m, v, *rest):
         *vmax, g, s = rest  # vmax: [the running max of v] with amsgrad, else []
@@ -105,7 +117,7 @@ def _adam_step(param, grad, state, group):
         s *= step_size
         p -= s
 
-    outs = [param, state["exp_avg"].data, state["exp_avg_sq"].data]
+    outs = [param, m, v]
     if amsgrad:
         outs.append(state["max_exp_avg_sq"].data)
     blockwise(update, outs, (grad,), param.dtype, scratch=1)
