@@ -33,13 +33,27 @@ from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops.gemv import ones
+from layerwise.ops.kernels import kernel
 from layerwise.ops.matmul import matmul
 from layerwise.ops import movement as mv
 from layerwise.ops import random as rnd
 
 
+def _compiled_rows(name, *arrays):
+    """The float32 softmax kernel ``name`` (kernels_vecmath.py), or None where it does not
+    apply: numba missing, another dtype, or arrays not C-contiguous (its loops run over flat
+    rows)."""
+    if all(a.dtype == xp.float32 and a.flags.c_contiguous for a in arrays):
+        return kernel(name)
+    return None
+
+
 def _softmax_rows_(s):
     """Softmax over the last axis, in place. Rows that are all -inf become zeros, not NaN."""
+    fused = _compiled_rows("softmax_rows", s)
+    if fused is not None and s.size:
+        fused(s.reshape(-1, s.shape[-1]))
+        return s
     m = s.max(axis=-1, keepdims=True)
     m[~xp.isfinite(m)] = 0  # an all -inf row: exp(-inf - 0) = 0 instead of exp(nan)
     s -= m
@@ -52,6 +66,10 @@ def _softmax_rows_(s):
 
 def _softmax_backward_(dp, p):
     """dS = P * (dP - rowsum(dP * P)), computed in dP's memory."""
+    fused = _compiled_rows("softmax_backward_rows", dp, p)
+    if fused is not None and dp.size:
+        fused(dp.reshape(-1, dp.shape[-1]), p.reshape(-1, p.shape[-1]))
+        return dp
     # einsum forms the row dot products without a (..., Tq, Tk) temporary: at these sizes
     # allocating (and page-faulting) a fresh 4 MB array costs as much as the arithmetic.
     dp -= xp.einsum("...i,...i->...", dp, p)[..., None]

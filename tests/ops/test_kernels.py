@@ -203,3 +203,63 @@ def test_adam_kernel_matches_numpy_to_the_bit(monkeypatch, dtype, cls, options):
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(compiled[0], p0)  # the steps did move the parameters
+
+
+def test_exp_f32_is_within_two_ulp_of_exp_and_keeps_ieee_edges():
+    from layerwise.ops import kernels_vecmath as vm
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-87, 88, 20_000), np.linspace(-1, 1, 2_001)]).astype(np.float32)
+    got = np.array([vm.exp_f32(v) for v in x], dtype=np.float32)  # scalars come back as floats
+    exact = np.exp(x.astype(np.float64))
+    ulp = np.abs(got - exact) / (np.spacing(exact.astype(np.float32)).astype(np.float64))
+    assert ulp.max() <= 2.0, ulp.max()
+    edges = np.array([-np.inf, -100.0, 0.0, 100.0, np.inf], np.float32)
+    assert [vm.exp_f32(v) for v in edges] == [0.0, 0.0, 1.0, np.inf, np.inf]
+    assert np.isnan(vm.exp_f32(np.float32(np.nan)))
+
+
+def test_softmax_kernels_match_float64_with_masked_and_nan_rows(monkeypatch):
+    from layerwise.ops import attention
+
+    rng = np.random.default_rng(4)
+    s = (rng.standard_normal((6, 50)) * 8).astype(np.float32)
+    s[1, 30:] = -np.inf  # a causally masked row
+    s[2] = -np.inf  # nothing to attend: zeros
+    s[3, 7] = np.nan  # NaN spreads over its row, as in NumPy
+    s[4, 3] = np.inf
+    compiled = attention._softmax_rows_(s.copy())
+    monkeypatch.setattr(attention, "kernel", lambda name: None)
+    with np.errstate(invalid="ignore"):  # the inf row: inf * 0 in NumPy's form
+        plain = attention._softmax_rows_(s.copy())
+    np.testing.assert_array_equal(np.isnan(compiled), np.isnan(plain))
+    ok = ~np.isnan(plain)
+    np.testing.assert_allclose(compiled[ok], plain[ok], rtol=2e-6, atol=1e-7)
+    x = s[[0, 1, 5]].astype(np.float64)
+    exact = np.exp(x - x.max(1, keepdims=True))
+    exact /= exact.sum(1, keepdims=True)
+    np.testing.assert_allclose(compiled[[0, 1, 5]], exact, rtol=2e-6, atol=1e-9)
+    assert not compiled[2].any()
+
+    dp = rng.standard_normal(s.shape).astype(np.float32)
+    p = plain.copy()
+    p[3:5] = 0.1
+    monkeypatch.undo()
+    got = attention._softmax_backward_(dp.copy(), p)
+    p64 = p.astype(np.float64)
+    exact = p64 * (dp - (dp * p64).sum(1, keepdims=True))
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_attention_with_compiled_softmax_matches_numpy(monkeypatch, is_causal):
+    from layerwise.ops import attention
+
+    rng = np.random.default_rng(5)
+    qkv = rng.standard_normal((2, 70, 3 * 16)).astype(np.float32)  # T=70 takes the causal split
+    probe = rng.standard_normal((2, 70, 16)).astype(np.float32)
+    fn = lambda a: attention.packed_self_attention(a, 2, is_causal=is_causal)  # noqa: E731
+    compiled, plain = _both_paths(monkeypatch, attention, fn, [qkv], probe)
+    for a, b in zip(compiled, plain):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

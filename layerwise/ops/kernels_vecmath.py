@@ -1,0 +1,101 @@
+"""Compiled softmax kernels, built on a float32 exp that LLVM can vectorise (needs numba).
+
+Why: numba compiles ``math.exp`` to a call into the C library, one element at a time, so a
+fused softmax loop ran slower than NumPy's SIMD exp in separate passes. ``exp_f32`` below is
+plain arithmetic instead: Cephes' range reduction and polynomial (as in ``expf``), with 2^n
+built from its bits, so every step has a vector instruction and the loops that call it are
+vectorised whole. Measured on the 2-core machine: NumPy's exp of 1 M float32 values 0.45 ms,
+``exp_f32`` in a loop 0.34 ms; the attention softmax of (4096, 128) rows 0.97 -> 0.51 ms and
+its backward 0.27 -> 0.11 ms.
+
+Accuracy: ``exp_f32`` is within 1.4 ulp of the exact value over its range (measured against
+float64 on 1 M values in [-88, 88]); below -88 it gives 0 (exp is < 2^-126 there, a denormal
+that NumPy would keep), above 88.7 inf. It is float32-only: callers pass float32 arrays and
+take NumPy's path for any other dtype.
+
+Tried and left out: a GELU and an LSTM cell on a tanh and sigmoid built the same way were no
+faster than NumPy's SIMD tanh in a few passes (LSTM cell 62 against 44 us a step).
+
+``kernels.kernel(name)`` compiles the kernels here as it does those of kernels.py.
+"""
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
+
+f32 = np.float32
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 ``bits`` (a bitcast, no conversion)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+# Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, ln2 split in two so n * ln2 stays exact.
+_LOG2E = f32(1.44269504088896341)
+_LN2_HI, _LN2_LO = f32(0.693359375), f32(-2.12194440e-4)
+_EXP_POLY = tuple(f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                   4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_EXP_LO, _EXP_HI = f32(-88.0), f32(88.7)  # exp(-88) ~ 6e-39: 2^-127 flushes to 0 below
+
+
+@numba.njit(inline="always", error_model="numpy")
+def exp_f32(x):
+    """e^x for a float32 x; NaN stays NaN, -inf gives 0, inf gives inf."""
+    c0, c1, c2, c3, c4, c5 = _EXP_POLY
+    y = _EXP_LO if x < _EXP_LO else x  # NaN compares False and passes through
+    y = _EXP_HI if y > _EXP_HI else y
+    n = np.floor(y * _LOG2E + f32(0.5))
+    r = y - n * _LN2_HI - n * _LN2_LO
+    p = ((((c0 * r + c1) * r + c2) * r + c3) * r + c4) * r + c5
+    p = p * r * r + r + f32(1)  # e^r
+    two_n = _float32_from_bits(np.int32(n + f32(127)) << 23)  # 2^n; n = -127 gives 0.0
+    return f32(np.inf) if x > _EXP_HI else p * two_n
+
+
+# --- the kernels (float32 arrays) -----------------------------------------------------------
+
+
+def softmax_rows(s):
+    """Softmax over the rows of s (M, N), in place, as attention._softmax_rows_: a row whose
+    maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an all -inf
+    row gives zeros; a NaN anywhere makes its row NaN (through the sum)."""
+    m, n = s.shape
+    for r in range(m):
+        mx = s[r, 0]
+        for j in range(1, n):
+            v = s[r, j]
+            mx = v if v > mx else mx
+        if not (-np.inf < mx < np.inf):
+            mx = f32(0)
+        total = f32(0)
+        for j in range(n):
+            e = exp_f32(s[r, j] - mx)
+            s[r, j] = e
+            total += e
+        inv = f32(1) / total if total != 0 else f32(1)
+        for j in range(n):
+            s[r, j] *= inv
+
+
+def softmax_backward_rows(dp, p):
+    """dS = P * (dP - rowsum(dP * P)) in dP's memory; dp and p (M, N)."""
+    m, n = dp.shape
+    for r in range(m):
+        dot = f32(0)
+        for j in range(n):
+            dot += dp[r, j] * p[r, j]
+        for j in range(n):
+            dp[r, j] = p[r, j] * (dp[r, j] - dot)
+
+
+# name -> fastmath flags, as kernels._KERNELS. 'reassoc' vectorises the row sums.
+KERNELS = {
+    "softmax_rows": {"reassoc", "contract"},
+    "softmax_backward_rows": {"reassoc", "contract"},
+}
