@@ -11,19 +11,20 @@ from layerwise.autograd import anomaly
 
 
 def topological_order(root):
-    """Tensors reachable from ``root`` through recorded ops, each after all it depends on."""
+    """Graph entries (leaf Tensors and GraphRefs, tensor.py) reachable from ``root`` through
+    recorded ops, each after all it depends on."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        tensor, children_done = stack.pop()
+        entry, children_done = stack.pop()
         if children_done:
-            order.append(tensor)
+            order.append(entry)
             continue
-        if id(tensor) in visited:
+        if id(entry) in visited:
             continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        ctx = tensor._ctx
+        visited.add(id(entry))
+        stack.append((entry, True))
+        ctx = entry._ctx
         if ctx is not None and ctx.parents is not None:  # None: freed by an earlier backward
             for parent in ctx.parents:
                 if parent.requires_grad and id(parent) not in visited:
@@ -67,18 +68,20 @@ def backward(root, grad=None, retain_graph=False):
                 f"gradient of shape {grad.shape} does not match output of shape {root.data.shape}"
             )
 
+    root = root._graph_ref()
     grads = {id(root): grad}
     handed_out = set()  # ids of arrays already stored as some leaf's .grad in this pass
-    for tensor in reversed(topological_order(root)):
-        g = grads.pop(id(tensor), None)
-        ctx = tensor._ctx
-        if ctx is None:  # a leaf
+    for entry in reversed(topological_order(root)):
+        g = grads.pop(id(entry), None)
+        ctx = entry._ctx
+        if ctx is None:  # a leaf Tensor
             if g is not None:
-                _accumulate_leaf(tensor, g, handed_out)
+                _accumulate_leaf(entry, g, handed_out)
             continue
         if g is None:
             continue
-        if tensor._retains_grad:
+        tensor = entry.tensor()  # None once the caller has dropped it
+        if tensor is not None and tensor._retains_grad:
             _accumulate_leaf(tensor, g, handed_out)
         if ctx.parents is None:
             raise RuntimeError(
@@ -99,7 +102,7 @@ def backward(root, grad=None, retain_graph=False):
             previous = grads.get(key)
             grads[key] = pg if previous is None else previous + pg
         if not retain_graph:
-            _free(tensor, ctx)
+            _free(ctx)
 
 
 def _accumulate_leaf(tensor, g, handed_out):
@@ -122,7 +125,7 @@ def _accumulate_leaf(tensor, g, handed_out):
     tensor.grad = Tensor(g)
 
 
-def _free(tensor, ctx):
+def _free(ctx):
     """Drop what backward saved, keep the parents list as a marker that this node is spent."""
     ctx.__dict__.clear()
     ctx.parents = None

@@ -34,7 +34,7 @@ class Function:
         if anomaly._enabled:
             anomaly.check_finite(out.data, cls.__name__, "forward")
         if track:
-            ctx.parents = inputs
+            ctx.parents = tuple(t._graph_ref() for t in inputs)  # not the tensors: their data
             out._ctx = ctx
         return out
 

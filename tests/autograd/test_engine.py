@@ -138,3 +138,31 @@ def test_leaf_grads_own_their_memory():
     a.grad.data *= 10
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0, 1.0])
     assert not np.shares_memory(a.grad.data, b.grad.data)
+
+
+def test_graph_does_not_keep_intermediate_results_no_backward_needs():
+    """An op's output that no backward saved is freed once the caller drops it, though the
+    graph through it is still recorded (PyTorch frees it too); backward is still right."""
+    import gc
+    import weakref
+
+    x = lw.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    y = x + 1  # Add saves only shapes
+    z = -y  # Neg saves nothing
+    freed = weakref.ref(y.data), weakref.ref(z.data)
+    loss = (z.exp()).sum()  # exp saves its output, not z
+    del y, z
+    gc.collect()
+    assert [r() is None for r in freed] == [True, True]
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), -np.exp(-(x.detach().numpy() + 1)), rtol=1e-12)
+
+
+def test_retain_grad_and_shared_inputs_still_work_through_graph_refs():
+    x = lw.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    (y * y + y).sum().backward()  # y feeds three uses: their gradients must meet
+    expected = 2 * y.detach().numpy() + 1
+    np.testing.assert_allclose(y.grad.numpy(), expected)
+    np.testing.assert_allclose(x.grad.numpy(), 2 * expected)
