@@ -263,3 +263,21 @@ def test_attention_with_compiled_softmax_matches_numpy(monkeypatch, is_causal):
     for a, b in zip(compiled, plain):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gelu_tanh_f32_kernels_match_float64_formula_far_into_the_tails():
+    x = np.concatenate([np.linspace(-30, 30, 6001), [np.nan, np.inf, -np.inf]]).astype(np.float32)
+    g = np.linspace(-2, 2, x.size).astype(np.float32)
+    t = lw.tensor(x, requires_grad=True)
+    out = lw.gelu(t, approximate="tanh")
+    (out * lw.tensor(g)).sum().backward()
+    x64 = x[:-3].astype(np.float64)
+    c = np.sqrt(2 / np.pi)
+    th = np.tanh(c * (x64 + 0.044715 * x64 ** 3))
+    want = 0.5 * x64 * (1 + th)
+    dwant = g[:-3] * (0.5 * (1 + th) + 0.5 * x64 * (1 - th ** 2) * c * (1 + 3 * 0.044715 * x64 ** 2))
+    got, dgot = out.detach().numpy(), t.grad.numpy()
+    np.testing.assert_allclose(got[:-3], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dgot[:-3], dwant, rtol=1e-5, atol=1e-6)
+    # as the NumPy form and PyTorch: -inf * (1 + tanh) = -inf * 0 is NaN
+    assert np.isnan(got[-3]) and got[-2] == np.inf and np.isnan(got[-1])
