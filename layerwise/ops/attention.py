@@ -149,9 +149,12 @@ class SDPAttention(Function):
             keep = backend.rng().random(q.shape[:-1] + (k.shape[-2],)) >= dropout_p
             self.keep = keep.astype(q.dtype) / (1 - dropout_p)
         qs = q * scale
-        p_a = qs[..., :h, :] @ xp.swapaxes(k[..., :h, :], -1, -2)  # (..., h, h)
+        # K^T copied once: OpenBLAS multiplies by a contiguous (d, T) operand faster than by a
+        # transposed view (GPT workload, both blocks: 0.82 -> 0.48 ms, for a 0.17 ms copy).
+        kt = xp.ascontiguousarray(xp.swapaxes(k, -1, -2))  # (..., d, T)
+        p_a = qs[..., :h, :] @ kt[..., :h]  # (..., h, h)
         p_a += bias[:h, :h]
-        p_b = qs[..., h:, :] @ xp.swapaxes(k, -1, -2)  # (..., T-h, T)
+        p_b = qs[..., h:, :] @ kt  # (..., T-h, T)
         p_b += bias[h:]
         self.p = (_softmax_rows_(p_a), _softmax_rows_(p_b))
         used_a, used_b = self._used_probs()
@@ -177,7 +180,8 @@ class SDPAttention(Function):
             dv = xp.swapaxes(used_b, -1, -2) @ g_b  # (..., T, dv): every key gets block b's
             dv[..., :h, :] += xp.swapaxes(used_a, -1, -2) @ g_a
         if need_q or need_k:
-            dp_a, dp_b = g_a @ xp.swapaxes(v[..., :h, :], -1, -2), g_b @ xp.swapaxes(v, -1, -2)
+            vt = xp.ascontiguousarray(xp.swapaxes(v, -1, -2))  # (..., dv, T): as K^T above
+            dp_a, dp_b = g_a @ vt[..., :h], g_b @ vt
             if self.keep is not None:
                 dp_a *= self.keep[..., :h, :h]
                 dp_b *= self.keep[..., h:, :]
