@@ -130,8 +130,11 @@ class LSTMFunction(_Sequence):
         if fused is not None:  # the elementwise part of each step as one compiled loop
             for t in reversed(self._order()):
                 c_prev = self.c0 if t == first else cs_t[t + step_back]
-                fused(dh, dout_t[t], dc, acts_t[t], tanh_t[t], c_prev, dA_t[t])
-                dh = dA_t[t] @ self.w_hh  # (B, 4H) @ (4H, H)
+                # into the contiguous scratch, then copied: with batch_first a step's slice of
+                # dA is strided, and the loop over it 40% slower (28 against 20 + 3 us)
+                fused(dh, dout_t[t], dc, acts_t[t], tanh_t[t], c_prev, da)
+                dA_t[t] = da
+                dh = da @ self.w_hh  # (B, 4H) @ (4H, H)
             return dA, dh, dc, self._w_hh_grad(dA, 3)
         for t in reversed(self._order()):
             dh += dout_t[t]
