@@ -104,6 +104,39 @@ def softmax_backward_rows(dp, p):
             dp[r, j] = p[r, j] * (dp[r, j] - dot)
 
 
+def cross_entropy_rows(logits, target, ignore_index, probs, losses):
+    """Rows of logits (N, C) against class indices: probs = softmax of each row, losses[r] =
+    log(sum exp(x - max)) - (x[target] - max), 0 where target == ignore_index."""
+    n, c = logits.shape
+    for r in range(n):
+        mx = logits[r, 0]
+        for j in range(1, c):
+            v = logits[r, j]
+            mx = v if v > mx else mx
+        total = f32(0)
+        for j in range(c):
+            e = exp_f32(logits[r, j] - mx)
+            probs[r, j] = e
+            total += e
+        inv = f32(1) / total
+        for j in range(c):
+            probs[r, j] *= inv
+        t = target[r]
+        losses[r] = 0 if t == ignore_index else f32(math.log(total)) - (logits[r, t] - mx)
+
+
+def cross_entropy_backward_rows(probs, target, ignore_index, scales, grad):
+    """grad = (probs - one_hot(target)) * scales[:, None], zero rows where ignored."""
+    n, c = probs.shape
+    for r in range(n):
+        t = target[r]
+        s = f32(0) if t == ignore_index else scales[r]
+        for j in range(c):
+            grad[r, j] = probs[r, j] * s
+        if t != ignore_index:
+            grad[r, t] = (probs[r, t] - f32(1)) * s
+
+
 _GELU_C = f32(math.sqrt(2 / math.pi))
 
 
@@ -129,6 +162,8 @@ def gelu_tanh_backward_f32(dx, g, x):
 KERNELS = {
     "softmax_rows": {"reassoc", "contract"},
     "softmax_backward_rows": {"reassoc", "contract"},
+    "cross_entropy_rows": {"reassoc", "contract"},
+    "cross_entropy_backward_rows": False,
     "gelu_tanh_f32": False,
     "gelu_tanh_backward_f32": False,
 }
