@@ -64,6 +64,19 @@ def _softmax_rows_(s):
     return s
 
 
+def _causal_softmax_(s, bias, first_query):
+    """Softmax of causal scores s (..., Tq, Tk) whose query rows start at ``first_query``:
+    the compiled kernel skips the masked keys instead of adding -inf and exponentiating them
+    (GPT workload, one layer's forward: 2.53 -> 2.41 ms); else ``bias`` (the causal rows) is
+    added and the ordinary softmax runs."""
+    fused = _compiled_rows("softmax_rows_causal", s)
+    if fused is not None and s.size:
+        fused(s.reshape(-1, s.shape[-1]), s.shape[-2], first_query)
+        return s
+    s += bias
+    return _softmax_rows_(s)
+
+
 def _softmax_backward_(dp, p):
     """dS = P * (dP - rowsum(dP * P)), computed in dP's memory."""
     fused = _compiled_rows("softmax_backward_rows", dp, p)
@@ -153,10 +166,8 @@ class SDPAttention(Function):
         # transposed view (GPT workload, both blocks: 0.82 -> 0.48 ms, for a 0.17 ms copy).
         kt = xp.ascontiguousarray(xp.swapaxes(k, -1, -2))  # (..., d, T)
         p_a = qs[..., :h, :] @ kt[..., :h]  # (..., h, h)
-        p_a += bias[:h, :h]
         p_b = qs[..., h:, :] @ kt  # (..., T-h, T)
-        p_b += bias[h:]
-        self.p = (_softmax_rows_(p_a), _softmax_rows_(p_b))
+        self.p = (_causal_softmax_(p_a, bias[:h, :h], 0), _causal_softmax_(p_b, bias[h:], h))
         used_a, used_b = self._used_probs()
         out = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)  # (..., T, dv)
         xp.matmul(used_a, v[..., :h, :], out=out[..., :h, :])

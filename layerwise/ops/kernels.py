@@ -113,6 +113,7 @@ def preload(dtype="float32"):
     if v.dtype == xp.float32:  # kernels_vecmath's are float32-only
         kernel("softmax_rows")(m.copy())
         kernel("softmax_backward_rows")(m.copy(), m)
+        kernel("softmax_rows_causal")(m.copy(), 2, 0)
         kernel("gelu_tanh_f32")(v, v.copy())
         kernel("gelu_tanh_backward_f32")(v.copy(), v, v)
         target = xp.zeros(2, xp.int64)

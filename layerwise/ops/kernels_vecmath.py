@@ -93,6 +93,31 @@ def softmax_rows(s):
             s[r, j] *= inv
 
 
+def softmax_rows_causal(s, rows_per_matrix, first_query):
+    """softmax_rows for causal scores without the mask added: s (M, N) stacks matrices of
+    rows_per_matrix query rows, and row r's query, first_query + r % rows_per_matrix, sees
+    keys 0 .. that index; the keys after it get 0 and are never exponentiated."""
+    m, n = s.shape
+    for r in range(m):
+        last = min(n, first_query + r % rows_per_matrix + 1)  # keys [0, last) are visible
+        mx = s[r, 0]
+        for j in range(1, last):
+            v = s[r, j]
+            mx = v if v > mx else mx
+        if not (-np.inf < mx < np.inf):
+            mx = f32(0)
+        total = f32(0)
+        for j in range(last):
+            e = exp_f32(s[r, j] - mx)
+            s[r, j] = e
+            total += e
+        inv = f32(1) / total if total != 0 else f32(1)
+        for j in range(last):
+            s[r, j] *= inv
+        for j in range(last, n):
+            s[r, j] = 0
+
+
 def softmax_backward_rows(dp, p):
     """dS = P * (dP - rowsum(dP * P)) in dP's memory; dp and p (M, N)."""
     m, n = dp.shape
@@ -161,6 +186,7 @@ def gelu_tanh_backward_f32(dx, g, x):
 # name -> fastmath flags, as kernels._KERNELS. 'reassoc' vectorises the row sums.
 KERNELS = {
     "softmax_rows": {"reassoc", "contract"},
+    "softmax_rows_causal": {"reassoc", "contract"},
     "softmax_backward_rows": {"reassoc", "contract"},
     "cross_entropy_rows": {"reassoc", "contract"},
     "cross_entropy_backward_rows": False,
