@@ -18,12 +18,18 @@ def _data(shape_x, n_classes, n_targets, seed=0, ints=False):
     return x, rng.integers(0, n_classes, n_targets)
 
 
-def _lw_step(model, opt, loss_of):
-    def step():
+def _lw_step(model, opt, loss_of, data, compiled):
+    """A zero-argument step on fixed data. The step proper takes the data as arguments, as a
+    training loop's would, so that ``compiled`` can hand it to lw.compile."""
+    def step(*batch):
         opt.zero_grad()
-        loss_of(model).backward()
+        loss_of(model, *batch).backward()
         opt.step()
-    return step
+    if compiled:
+        import layerwise as lw
+
+        step = lw.compile(step)
+    return lambda: step(*data)
 
 
 def _torch_step(model, opt, loss_of):
@@ -51,7 +57,7 @@ def _mlp(nn):
     return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
 
 
-def mlp_layerwise():
+def mlp_layerwise(compiled=False):
     import layerwise as lw
     from layerwise import nn, optim
     import layerwise.nn.functional as F
@@ -60,7 +66,8 @@ def mlp_layerwise():
     model = _mlp(nn)
     x, y = _data((128, 784), 10, 128)
     x, y = lw.tensor(x), lw.tensor(y)
-    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), lambda m: F.cross_entropy(m(x), y))
+    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3),
+                    lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled)
 
 
 def mlp_pytorch():
@@ -89,7 +96,7 @@ _CNN_CONV1, _CNN_CONV2 = 64 * 28 * 28 * 32 * 9, 64 * 14 * 14 * 64 * 32 * 9
 CNN_FLOPS = _train_flops(_CNN_CONV1 + _CNN_CONV2 + 64 * (3136 * 128 + 128 * 10), _CNN_CONV1)
 
 
-def cnn_layerwise():
+def cnn_layerwise(compiled=False):
     import layerwise as lw
     from layerwise import nn, optim
     import layerwise.nn.functional as F
@@ -98,7 +105,8 @@ def cnn_layerwise():
     model = _cnn(nn)
     x, y = _data((64, 1, 28, 28), 10, 64)
     x, y = lw.tensor(x), lw.tensor(y)
-    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), lambda m: F.cross_entropy(m(x), y))
+    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3),
+                    lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled)
 
 
 def cnn_pytorch():
@@ -120,7 +128,7 @@ _GPT_LAYER = _BT * (3 * _D * _D + _D * _D + 8 * _D * _D) + 2 * _BT * 128 * _D
 GPT_FLOPS = _train_flops(4 * _GPT_LAYER + _BT * _D * 96)
 
 
-def gpt_layerwise():
+def gpt_layerwise(compiled=False):
     import layerwise as lw
     from layerwise import optim
     from layerwise.models import GPT, GPTConfig
@@ -129,7 +137,8 @@ def gpt_layerwise():
     model = GPT(GPTConfig(**GPT_SHAPE, dropout=0.0))
     idx, targets = _data((16, 128), 96, (16, 128), ints=True)
     idx, targets = lw.tensor(idx), lw.tensor(targets)
-    return _lw_step(model, optim.AdamW(model.parameters(), lr=3e-4), lambda m: m(idx, targets)[1])
+    return _lw_step(model, optim.AdamW(model.parameters(), lr=3e-4),
+                    lambda m, idx, targets: m(idx, targets)[1], (idx, targets), compiled)
 
 
 def gpt_pytorch():
@@ -152,7 +161,7 @@ def gpt_pytorch():
 LSTM_FLOPS = _train_flops(32 * 64 * (256 * 1024 + 256 * 1024 + 256 * 96))
 
 
-def lstm_layerwise():
+def lstm_layerwise(compiled=False):
     import layerwise as lw
     from layerwise import optim
     from layerwise.models import LSTMLanguageModel
@@ -163,11 +172,12 @@ def lstm_layerwise():
     idx, targets = _data((32, 64), 96, (32, 64), ints=True)
     idx, targets = lw.tensor(idx), lw.tensor(targets)
 
-    def loss_of(m):
+    def loss_of(m, idx, targets):
         logits, _ = m(idx)  # (B, T, V)
         return F.cross_entropy(logits.reshape(-1, 96), targets.reshape(-1))
 
-    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), loss_of)
+    return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3), loss_of, (idx, targets),
+                    compiled)
 
 
 def lstm_pytorch():
@@ -198,7 +208,7 @@ def _one_sample(shape):
     return np.random.default_rng(1).standard_normal(shape).astype(np.float32)
 
 
-def infer_layerwise(make_model, shape):
+def infer_layerwise(make_model, shape, compiled=False):
     import layerwise as lw
     from layerwise import nn
 
@@ -206,10 +216,12 @@ def infer_layerwise(make_model, shape):
     model = make_model(nn).eval()
     x = lw.tensor(_one_sample(shape))
 
-    def forward():
+    def forward(x):
         with lw.no_grad():
             return model(x)
-    return forward
+    if compiled:
+        forward = lw.compile(forward)
+    return lambda: forward(x)
 
 
 def infer_pytorch(make_model, shape):

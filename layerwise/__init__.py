@@ -12,6 +12,7 @@ from layerwise.backend import (
 from layerwise.backend import default_float as get_default_dtype
 from layerwise.autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from layerwise import autograd
+from layerwise.autograd.compile import compile
 from layerwise.ops import (
     abs, add, all, amax, amin, any, arange, argmax, argmin, as_tensor, broadcast_to, cat, chunk,
     clamp, clip, concat, div, dropout, empty, exp, expand, eye, flatten, from_numpy, full,

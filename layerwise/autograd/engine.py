@@ -7,7 +7,7 @@ caller asks to keep the graph.
 """
 
 from layerwise.backend import xp
-from layerwise.autograd import anomaly
+from layerwise.autograd import anomaly, recording
 
 
 def topological_order(root):
@@ -54,6 +54,7 @@ def backward(root, grad=None, retain_graph=False):
             "backward() called on a tensor that does not require grad; "
             "did you compute it under no_grad() or from tensors without requires_grad=True?"
         )
+    gradient_given = grad is not None
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError(
@@ -68,6 +69,8 @@ def backward(root, grad=None, retain_graph=False):
                 f"gradient of shape {grad.shape} does not match output of shape {root.data.shape}"
             )
 
+    if recording.active is not None and not recording.active.paused:
+        recording.active.backward(root, gradient_given, retain_graph)  # lw.compile's capture
     root = root._graph_ref()
     grads = {id(root): grad}
     handed_out = set()  # ids of arrays already stored as some leaf's .grad in this pass

@@ -6,7 +6,7 @@ only what backward needs. ``apply`` runs forward on the arrays inside the tensor
 graph is being recorded, links the output to this node so the engine can walk back.
 """
 
-from layerwise.autograd import anomaly, grad_mode
+from layerwise.autograd import anomaly, grad_mode, recording
 from layerwise.autograd.tensor import Tensor
 
 
@@ -36,6 +36,8 @@ class Function:
         if track:
             ctx.parents = tuple(t._graph_ref() for t in inputs)  # not the tensors: their data
             out._ctx = ctx
+        if recording.active is not None and not recording.active.paused:
+            recording.active.op(cls, ctx, inputs, params, out, track)  # lw.compile's capture
         return out
 
     def __repr__(self):

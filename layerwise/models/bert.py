@@ -24,7 +24,7 @@ from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.container import ModuleList
 from layerwise.nn.dropout import Dropout
-from layerwise.nn.embedding import Embedding
+from layerwise.nn.embedding import Embedding, positions
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.normalization import LayerNorm
@@ -77,7 +77,7 @@ class BertEmbeddings(Module):
         if token_type_ids is None:
             token_type_ids = Tensor(xp.zeros((b, t), dtype=backend.int64))
         x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-             + self.position_embeddings(Tensor(xp.arange(t))))  # (B, T, H) + (T, H)
+             + self.position_embeddings(positions(0, t)))  # (B, T, H) + (T, H)
         return self.dropout(self.LayerNorm(x))
 
 

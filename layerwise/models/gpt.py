@@ -25,7 +25,7 @@ from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.container import ModuleDict, ModuleList
 from layerwise.nn.dropout import Dropout
-from layerwise.nn.embedding import Embedding
+from layerwise.nn.embedding import Embedding, positions
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.normalization import LayerNorm
@@ -184,7 +184,7 @@ class GPT(Module):
             raise ValueError(f"cannot forward {t} tokens after {past} cached ones: {past + t} > "
                              f"block_size={self.config.block_size}; crop the input to its last "
                              f"{self.config.block_size - past} tokens (or start a new cache)")
-        pos = Tensor(xp.arange(past, past + t))  # (T,)
+        pos = positions(past, past + t)  # (T,)
         tr = self.transformer
         x = tr.drop(tr.wte(idx) + tr.wpe(pos))  # (B, T, C) + (T, C)
         for i, block in enumerate(tr.h):

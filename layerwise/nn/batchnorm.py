@@ -17,6 +17,7 @@ composed; (64, 64, 7, 7) ~1.1 ms vs ~2.1 ms.
 
 from layerwise import backend
 from layerwise.backend import xp
+from layerwise.autograd import recording
 from layerwise.autograd.function import Function
 from layerwise.nn import init
 from layerwise.nn.module import Module
@@ -28,7 +29,7 @@ class BatchNorm(Function):
     """Normalise x per channel, then scale and shift. In training (``stats`` None) the batch
     statistics are used and the gradient flows through them too; ``running`` =
     (running_mean, running_var, momentum) are then updated in place, as PyTorch's kernel does.
-    In eval, ``stats`` = (mean, var) are constants."""
+    In eval, ``stats`` = the (mean, var) Tensors are constants."""
 
     def forward(self, x, *affine, axes, eps, has_weight, has_bias, stats=None, running=None):
         shape = [1] * x.ndim
@@ -43,7 +44,8 @@ class BatchNorm(Function):
                 _update_running(running_mean, mean.reshape(-1), momentum)
                 _update_running(running_var, var.reshape(-1) * (n / (n - 1)), momentum)  # unbiased
         else:
-            mean, var = (s.reshape(shape).astype(x.dtype, copy=False) for s in stats)
+            # Tensors, read here: lw.compile replays the op with the buffers' current data
+            mean, var = (s.data.reshape(shape).astype(x.dtype, copy=False) for s in stats)
             centred = x - mean
         invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
         x_hat = centred * invstd
@@ -111,7 +113,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training and tracked:
         running = (running_mean, running_var, momentum)
     elif not training and tracked:
-        stats = (running_mean.data, running_var.data)
+        stats = (running_mean, running_var)
     return BatchNorm.apply(*tensors, axes=axes, eps=eps, has_weight=weight is not None,
                            has_bias=bias is not None, stats=stats, running=running)
 
@@ -162,6 +164,8 @@ class _BatchNorm(Module):
                              f"got shape {tuple(x.shape)}")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
+            recording.unsupported(f"{name} in training mode counts batches in Python, which a "
+                                  "replay would skip; compile the model in eval mode")
             self.num_batches_tracked.data = self.num_batches_tracked.data + 1
             if self.momentum is None:  # cumulative moving average over all batches so far
                 momentum = 1.0 / int(self.num_batches_tracked.data)

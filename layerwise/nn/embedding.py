@@ -1,5 +1,7 @@
 """Embedding: a learned table of vectors, one row per token id."""
 
+import functools
+
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.tensor import Tensor
@@ -7,6 +9,21 @@ from layerwise.nn import init
 from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
 from layerwise.ops.embedding import check_padding_idx, embedding
+
+
+def positions(start, stop):
+    """The position indices start .. stop - 1, as a Tensor for a position embedding.
+
+    The array is cached and read-only: every forward asks for the same few, and lw.compile
+    replays a read-only array as a constant (a writable one might hold data)."""
+    return Tensor(_positions(start, stop))
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(start, stop):
+    array = xp.arange(start, stop)
+    array.flags.writeable = False
+    return array
 
 
 class Embedding(Module):

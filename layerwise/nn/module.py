@@ -14,6 +14,7 @@ from collections import OrderedDict, namedtuple
 
 from layerwise import backend
 from layerwise.backend import xp
+from layerwise.autograd import recording
 from layerwise.autograd.tensor import Tensor
 from layerwise.nn.parameter import Parameter
 
@@ -297,6 +298,7 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
+    @recording.replayable
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():
             # New zero arrays, never in-place writes: the engine may hand two leaves the same

@@ -17,7 +17,7 @@ from layerwise.nn import functional as F
 from layerwise.nn.attention import MultiheadAttention
 from layerwise.nn.container import ModuleList
 from layerwise.nn.dropout import Dropout
-from layerwise.nn.embedding import Embedding
+from layerwise.nn.embedding import Embedding, positions
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.normalization import LayerNorm
@@ -195,5 +195,4 @@ class LearnedPositionalEmbedding(Embedding):
         if offset + t > self.num_embeddings:
             raise ValueError(f"sequence positions {offset}..{offset + t - 1} exceed the "
                              f"{self.num_embeddings} learned positions")
-        positions = Tensor(xp.arange(offset, offset + t))
-        return x + super().forward(positions)  # (B, T, C) + (T, C)
+        return x + super().forward(positions(offset, offset + t))  # (B, T, C) + (T, C)

@@ -2,8 +2,23 @@
 
 from layerwise import backend
 from layerwise.backend import xp
+from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops import elementwise as ew
+
+
+class Dropout(Function):
+    """x * keep / (1 - p), keep drawn inside the op: one node that saves the scaled mask, and a
+    draw that lw.compile's replay repeats (a mask drawn outside an op would be replayed as a
+    constant)."""
+
+    def forward(self, x, p):
+        keep = backend.rng().random(x.shape) >= p
+        self.scale = (keep / (1 - p)).astype(x.dtype)
+        return x * self.scale
+
+    def backward(self, g):
+        return g * self.scale
 
 
 def dropout(x, p=0.5, training=True):
@@ -15,8 +30,7 @@ def dropout(x, p=0.5, training=True):
         return x
     if p == 1:
         return ew.mul(x, 0.0)
-    keep = backend.rng().random(x.shape) >= p
-    return ew.mul(x, Tensor((keep / (1 - p)).astype(x.dtype)))
+    return Dropout.apply(x, p=p)
 
 
 def one_hot(labels, num_classes=-1):

@@ -14,6 +14,8 @@ with these up to rounding.) ``state_dict()`` holds plain numbers and lists, read
 import math
 from bisect import bisect_right
 
+from layerwise.autograd import recording
+
 
 class LRScheduler:
     # Attributes that are not state: the optimizer, and functions that JSON cannot hold.
@@ -39,6 +41,7 @@ class LRScheduler:
         """The lr of each group at ``self.last_epoch``."""
         raise NotImplementedError(f"{type(self).__name__} must define get_lr()")
 
+    @recording.replayable
     def step(self):
         self.last_epoch += 1
         self._apply(self.get_lr())

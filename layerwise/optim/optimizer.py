@@ -21,7 +21,7 @@ where ``index`` counts parameters over all groups, in order.
 import math
 from collections import defaultdict
 
-from layerwise.autograd import Tensor, enable_grad
+from layerwise.autograd import Tensor, enable_grad, recording
 from layerwise.backend import xp
 
 
@@ -90,6 +90,7 @@ class Optimizer:
             raise ValueError(f"Invalid weight_decay value: must be >= 0, got {wd!r}")
 
     # --- one step -----------------------------------------------------------------------
+    @recording.replayable
     def zero_grad(self, set_to_none=True):
         """Forget the gradients: set ``.grad`` to None (default) or fill it with zeros."""
         for group in self.param_groups:
@@ -103,6 +104,7 @@ class Optimizer:
                     # read-only broadcast view there, which cannot be zeroed in place.
                     p.grad.data = xp.zeros_like(p.grad.data)
 
+    @recording.replayable
     def step(self, closure=None):
         """Update every parameter that has a gradient; parameters with ``grad is None`` are skipped.
 

@@ -5,6 +5,7 @@ the same gradient array, or a read-only broadcast view.
 """
 
 from layerwise.backend import xp
+from layerwise.autograd import recording
 from layerwise.autograd.tensor import Tensor
 
 
@@ -14,6 +15,7 @@ def _grads(parameters):
     return [p for p in parameters if p.grad is not None]
 
 
+@recording.replayable
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients together so that their joint norm is at most ``max_norm``.
 
@@ -39,6 +41,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return Tensor(xp.asarray(total, dtype=params[0].grad.dtype))
 
 
+@recording.replayable
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element into [-clip_value, clip_value]."""
     clip_value = float(clip_value)
