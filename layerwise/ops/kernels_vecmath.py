@@ -1,4 +1,4 @@
-"""Compiled softmax kernels, built on a float32 exp that LLVM can vectorise (needs numba).
+"""Compiled softmax, cross-entropy and GELU kernels on a float32 exp that LLVM can vectorise.
 
 Why: numba compiles ``math.exp`` to a call into the C library, one element at a time, so a
 fused softmax loop ran slower than NumPy's SIMD exp in separate passes. ``exp_f32`` below is
@@ -6,15 +6,17 @@ plain arithmetic instead: Cephes' range reduction and polynomial (as in ``expf``
 built from its bits, so every step has a vector instruction and the loops that call it are
 vectorised whole. Measured on the 2-core machine: NumPy's exp of 1 M float32 values 0.45 ms,
 ``exp_f32`` in a loop 0.34 ms; the attention softmax of (4096, 128) rows 0.97 -> 0.51 ms and
-its backward 0.27 -> 0.11 ms.
+its backward 0.27 -> 0.11 ms; GELU and cross-entropy figures are at their callers.
 
 Accuracy: ``exp_f32`` is within 1.4 ulp of the exact value over its range (measured against
 float64 on 1 M values in [-88, 88]); below -88 it gives 0 (exp is < 2^-126 there, a denormal
 that NumPy would keep), above 88.7 inf. It is float32-only: callers pass float32 arrays and
 take NumPy's path for any other dtype.
 
-Tried and left out: a GELU and an LSTM cell on a tanh and sigmoid built the same way were no
-faster than NumPy's SIMD tanh in a few passes (LSTM cell 62 against 44 us a step).
+``tanh_f32`` is 1 - 2 / (e^(2x) + 1) on that exp, good where tanh is added to 1 (the GELU).
+Tried and left out: an accurate tanh (Cephes' polynomial near 0 as well) made the GELU no
+faster than NumPy's SIMD tanh in three passes, and an LSTM cell on it was slower than its
+NumPy passes (62 against 44 us a step).
 
 ``kernels.kernel(name)`` compiles the kernels here as it does those of kernels.py.
 """
@@ -147,7 +149,12 @@ def cross_entropy_rows(logits, target, ignore_index, probs, losses):
         for j in range(c):
             probs[r, j] *= inv
         t = target[r]
-        losses[r] = 0 if t == ignore_index else f32(math.log(total)) - (logits[r, t] - mx)
+        if t == ignore_index:
+            losses[r] = 0
+        elif 0 <= t < c:  # checked by F.cross_entropy, but not in an lw.compile replay
+            losses[r] = f32(math.log(total)) - (logits[r, t] - mx)
+        else:
+            losses[r] = np.nan
 
 
 def cross_entropy_backward_rows(probs, target, ignore_index, scales, grad):
@@ -158,7 +165,7 @@ def cross_entropy_backward_rows(probs, target, ignore_index, scales, grad):
         s = f32(0) if t == ignore_index else scales[r]
         for j in range(c):
             grad[r, j] = probs[r, j] * s
-        if t != ignore_index:
+        if t != ignore_index and 0 <= t < c:
             grad[r, t] = (probs[r, t] - f32(1)) * s
 
 
