@@ -29,7 +29,8 @@ import copy
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd import anomaly, grad_mode, recording
-from layerwise.autograd.engine import _accumulate_leaf, topological_order
+from layerwise.autograd.engine import (_accumulate_leaf, route_grads, run_backward,
+                                       topological_order)
 from layerwise.autograd.tensor import Tensor
 
 
@@ -350,18 +351,8 @@ class _Trace:
             if g is None:
                 continue
             ctx = nodes.pop(key[1])
-            ctx.retains_graph = False
-            input_grads = ctx.backward(g)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if anomaly._enabled:
-                for pg in input_grads:
-                    anomaly.check_finite(pg, type(ctx).__name__, "backward")
-            for parent, needs, pg in zip(self.ops[key[1]].inputs, ctx.needs_input_grad,
-                                         input_grads):
-                if not needs or pg is None:
-                    continue
-                grads[parent] = pg if parent not in grads else grads[parent] + pg
+            input_grads = run_backward(ctx, g, retain_graph=False)
+            route_grads(grads, self.ops[key[1]].inputs, ctx.needs_input_grad, input_grads)
             ctx.__dict__.clear()
 
     def _value(self, key, values):

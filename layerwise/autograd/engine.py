@@ -91,21 +91,33 @@ def backward(root, grad=None, retain_graph=False):
                 "trying to backward through the graph a second time; its saved values were "
                 "freed. Pass retain_graph=True to the first backward() if you need this."
             )
-        ctx.retains_graph = retain_graph
-        input_grads = ctx.backward(g)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
-        if anomaly._enabled:
-            for pg in input_grads:
-                anomaly.check_finite(pg, type(ctx).__name__, "backward")
-        for parent, needs, pg in zip(ctx.parents, ctx.needs_input_grad, input_grads):
-            if not needs or pg is None:
-                continue
-            key = id(parent)
-            previous = grads.get(key)
-            grads[key] = pg if previous is None else previous + pg
+        input_grads = run_backward(ctx, g, retain_graph)
+        route_grads(grads, [id(parent) for parent in ctx.parents], ctx.needs_input_grad,
+                    input_grads)
         if not retain_graph:
             _free(ctx)
+
+
+def run_backward(ctx, g, retain_graph):
+    """One node's backward: the gradients of its inputs, as a tuple (None where not needed)."""
+    ctx.retains_graph = retain_graph
+    input_grads = ctx.backward(g)
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    if anomaly._enabled:
+        for pg in input_grads:
+            anomaly.check_finite(pg, type(ctx).__name__, "backward")
+    return input_grads
+
+
+def route_grads(grads, keys, needs_input_grad, input_grads):
+    """Add each needed input gradient into ``grads`` under its input's key, in input order
+    (the order of the sums is part of the result's bits; lw.compile's replay relies on it)."""
+    for key, needs, pg in zip(keys, needs_input_grad, input_grads):
+        if not needs or pg is None:
+            continue
+        previous = grads.get(key)
+        grads[key] = pg if previous is None else previous + pg
 
 
 def _accumulate_leaf(tensor, g, handed_out):

@@ -24,12 +24,13 @@ NumPy passes (62 against 44 us a step).
 import math
 
 import numba
-import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 
-f32 = np.float32
+from layerwise.backend import xp  # numba sees the NumPy module: the NumPy backend's arrays
+
+f32 = xp.float32
 
 
 @intrinsic
@@ -54,12 +55,12 @@ def exp_f32(x):
     c0, c1, c2, c3, c4, c5 = _EXP_POLY
     y = _EXP_LO if x < _EXP_LO else x  # NaN compares False and passes through
     y = _EXP_HI if y > _EXP_HI else y
-    n = np.floor(y * _LOG2E + f32(0.5))
+    n = xp.floor(y * _LOG2E + f32(0.5))
     r = y - n * _LN2_HI - n * _LN2_LO
     p = ((((c0 * r + c1) * r + c2) * r + c3) * r + c4) * r + c5
     p = p * r * r + r + f32(1)  # e^r
-    two_n = _float32_from_bits(np.int32(n + f32(127)) << 23)  # 2^n; n = -127 gives 0.0
-    return f32(np.inf) if x > _EXP_HI else p * two_n
+    two_n = _float32_from_bits(xp.int32(n + f32(127)) << 23)  # 2^n; n = -127 gives 0.0
+    return f32(xp.inf) if x > _EXP_HI else p * two_n
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -73,51 +74,41 @@ def tanh_f32(x):
 # --- the kernels (float32 arrays) -----------------------------------------------------------
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _softmax_row_(s, r, last):
+    """Row r of s in place: the softmax over keys [0, last), 0 for the keys after them. A row
+    whose maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an
+    all -inf row gives zeros; a NaN anywhere makes its row NaN (through the sum)."""
+    mx = s[r, 0]
+    for j in range(1, last):
+        v = s[r, j]
+        mx = v if v > mx else mx
+    if not (-xp.inf < mx < xp.inf):
+        mx = f32(0)
+    total = f32(0)
+    for j in range(last):
+        e = exp_f32(s[r, j] - mx)
+        s[r, j] = e
+        total += e
+    inv = f32(1) / total if total != 0 else f32(1)
+    for j in range(last):
+        s[r, j] *= inv
+    for j in range(last, s.shape[1]):
+        s[r, j] = 0
+
+
 def softmax_rows(s):
-    """Softmax over the rows of s (M, N), in place, as attention._softmax_rows_: a row whose
-    maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an all -inf
-    row gives zeros; a NaN anywhere makes its row NaN (through the sum)."""
-    m, n = s.shape
-    for r in range(m):
-        mx = s[r, 0]
-        for j in range(1, n):
-            v = s[r, j]
-            mx = v if v > mx else mx
-        if not (-np.inf < mx < np.inf):
-            mx = f32(0)
-        total = f32(0)
-        for j in range(n):
-            e = exp_f32(s[r, j] - mx)
-            s[r, j] = e
-            total += e
-        inv = f32(1) / total if total != 0 else f32(1)
-        for j in range(n):
-            s[r, j] *= inv
+    """Softmax over the rows of s (M, N), in place, as attention._softmax_rows_."""
+    for r in range(s.shape[0]):
+        _softmax_row_(s, r, s.shape[1])
 
 
 def softmax_rows_causal(s, rows_per_matrix, first_query):
     """softmax_rows for causal scores without the mask added: s (M, N) stacks matrices of
     rows_per_matrix query rows, and row r's query, first_query + r % rows_per_matrix, sees
     keys 0 .. that index; the keys after it get 0 and are never exponentiated."""
-    m, n = s.shape
-    for r in range(m):
-        last = min(n, first_query + r % rows_per_matrix + 1)  # keys [0, last) are visible
-        mx = s[r, 0]
-        for j in range(1, last):
-            v = s[r, j]
-            mx = v if v > mx else mx
-        if not (-np.inf < mx < np.inf):
-            mx = f32(0)
-        total = f32(0)
-        for j in range(last):
-            e = exp_f32(s[r, j] - mx)
-            s[r, j] = e
-            total += e
-        inv = f32(1) / total if total != 0 else f32(1)
-        for j in range(last):
-            s[r, j] *= inv
-        for j in range(last, n):
-            s[r, j] = 0
+    for r in range(s.shape[0]):
+        _softmax_row_(s, r, min(s.shape[1], first_query + r % rows_per_matrix + 1))
 
 
 def softmax_backward_rows(dp, p):
@@ -154,7 +145,7 @@ def cross_entropy_rows(logits, target, ignore_index, probs, losses):
         elif 0 <= t < c:  # checked by F.cross_entropy, but not in an lw.compile replay
             losses[r] = f32(math.log(total)) - (logits[r, t] - mx)
         else:
-            losses[r] = np.nan
+            losses[r] = xp.nan
 
 
 def cross_entropy_backward_rows(probs, target, ignore_index, scales, grad):
