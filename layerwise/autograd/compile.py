@@ -170,13 +170,12 @@ class _Recorder:
             if tensor._ctx is not None:
                 raise ValueError("lw.compile: the function uses a tensor computed with a graph "
                                  "outside it; compute it inside, or pass it detached")
-            found = self.arrays.get(tensor.data.ctypes.data) if hasattr(tensor.data, "ctypes") else None
-            if found is not None and found[1].dtype == tensor.data.dtype:
+            view = self._view_of(tensor.data)
+            if view is not None:
                 # a tensor wrapped around a view of another one's data (a function's Tensor(...)
                 # of an argument's array): replayed as the same view of the new data
-                view = tensor.data
                 k = ("view", len(self.views))
-                self.views.append(_View(found[0], view.shape, view.strides, view.flags.writeable))
+                self.views.append(view)
             else:
                 k = ("ext", len(self.externals))
                 self.externals.append(tensor)
@@ -191,6 +190,13 @@ class _Recorder:
         tensor's data) is replayed as the same view of the new data."""
         if hasattr(array, "ctypes"):
             self.arrays.setdefault(array.ctypes.data, (key, array))
+
+    def _view_of(self, array):
+        """A _View of the keyed tensor whose data starts where ``array`` does, else None."""
+        found = self.arrays.get(array.ctypes.data) if hasattr(array, "ctypes") else None
+        if found is None or found[1].dtype != array.dtype:
+            return None
+        return _View(found[0], array.shape, array.strides, array.flags.writeable)
 
     def op(self, cls, ctx, inputs, params, out, track):
         j = len(self.ops)
@@ -210,17 +216,18 @@ class _Recorder:
         def convert(value):
             if isinstance(value, (tuple, list)):
                 return type(value)(convert(v) for v in value)
-            if not (hasattr(value, "ctypes") and hasattr(value, "strides")):
+            if not hasattr(value, "ctypes"):
                 return value
-            found = self.arrays.get(value.ctypes.data)
-            if found is not None and found[1].dtype == value.dtype:
-                return _View(found[0], value.shape, value.strides, value.flags.writeable)
+            view = self._view_of(value)
+            if view is not None:
+                return view
             if not value.flags.writeable:
                 return value  # a read-only constant, such as the cached causal mask
             raise NotImplementedError(
-                f"lw.compile: {cls.__name__} got an array argument computed outside "
-                "layerwise's ops (a mask or index built in Python from data?); a replay would "
-                "reuse the first call's. Build it with tensor ops, or do not compile this "
+                f"lw.compile: {cls.__name__} got an array argument that is neither the data of "
+                "one of the function's arguments or ops nor read-only (targets or indices of a "
+                "tensor not passed in, a mask built in Python from data?); a replay would reuse "
+                "the first call's. Pass such tensors as arguments, or do not compile this "
                 "function")
         converted = {name: convert(value) for name, value in params.items()}
         return converted if any(_has_view(v) for v in converted.values()) else params

@@ -137,9 +137,9 @@ class GELU(Function):
 
     With the compiled kernels (kernels.py; in float32 one pass each way with the tanh of
     kernels_vecmath.py: 0.82 -> 0.67 ms forward, 1.11 -> 0.84 ms backward per 1 M values)
-    the tanh form saves only x and recomputes t = tanh(...) in backward, as PyTorch does: one (N, 4C) array less per GPT block held
-    between forward and backward (GPT step memory 130 -> 118 MB on the bench) for ~0.6 ms
-    of recomputation per block.
+    the tanh form saves only x and recomputes t = tanh(...) in backward, as PyTorch does:
+    one (N, 4C) array less per GPT block held between forward and backward (GPT step memory
+    130 -> 118 MB on the bench) for ~0.6 ms of recomputation per block.
     Otherwise both forms run blockwise in NumPy (blocked.py) and keep t (or Phi(x)), since
     their derivatives are chains of a dozen elementwise passes.
     """
@@ -147,7 +147,8 @@ class GELU(Function):
     def forward(self, x, approximate="none"):
         self.x, self.approximate, self.saved = x, approximate, None
         out = xp.empty(x.shape, x.dtype)  # C order whatever x's layout (flat views below)
-        fused = kernel("gelu_tanh_f32") if approximate == "tanh" and x.dtype == xp.float32 else None
+        float32_tanh = approximate == "tanh" and x.dtype == xp.float32
+        fused = kernel("gelu_tanh_f32") if float32_tanh else None
         if fused is not None:  # one pass with a compiled tanh (kernels_vecmath.py)
             fused(xp.ascontiguousarray(x).reshape(-1), out.reshape(-1))
             return out
