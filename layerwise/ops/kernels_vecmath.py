@@ -6,7 +6,9 @@ plain arithmetic instead: Cephes' range reduction and polynomial (as in ``expf``
 built from its bits, so every step has a vector instruction and the loops that call it are
 vectorised whole. Measured on the 2-core machine: NumPy's exp of 1 M float32 values 0.45 ms,
 ``exp_f32`` in a loop 0.34 ms; the attention softmax of (4096, 128) rows 0.97 -> 0.51 ms and
-its backward 0.27 -> 0.11 ms; GELU and cross-entropy figures are at their callers.
+its backward 0.27 -> 0.11 ms; GELU and cross-entropy figures are at their callers. The row
+maximum in eight lanes (``_row_max``) then took the softmax of (8192, 128) rows from 1.10 to
+0.66 ms, and its causal form from 1.07 to 0.79 ms.
 
 Accuracy: ``exp_f32`` is within 1.4 ulp of the exact value over its range (measured against
 float64 on 1 M values in [-88, 88]); below -88 it gives 0 (exp is < 2^-126 there, a denormal
@@ -75,14 +77,49 @@ def tanh_f32(x):
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _row_max(s, r, last):
+    """The largest of s[r, :last] (last >= 1), where a NaN never wins a comparison (unless it
+    comes first): the same value as one running maximum, in eight running maxima over
+    interleaved columns, merged at the end. LLVM does not vectorise a single running
+    maximum (each step waits on the last); these eight become one vector instruction per
+    eight columns: 0.34 -> 0.15 ms over (8192, 128)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = s[r, 0]
+    body = last - last % 8
+    for j in range(0, body, 8):
+        v = s[r, j]
+        m0 = v if v > m0 else m0
+        v = s[r, j + 1]
+        m1 = v if v > m1 else m1
+        v = s[r, j + 2]
+        m2 = v if v > m2 else m2
+        v = s[r, j + 3]
+        m3 = v if v > m3 else m3
+        v = s[r, j + 4]
+        m4 = v if v > m4 else m4
+        v = s[r, j + 5]
+        m5 = v if v > m5 else m5
+        v = s[r, j + 6]
+        m6 = v if v > m6 else m6
+        v = s[r, j + 7]
+        m7 = v if v > m7 else m7
+    for j in range(body, last):
+        v = s[r, j]
+        m0 = v if v > m0 else m0
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m4 = m5 if m5 > m4 else m4
+    m6 = m7 if m7 > m6 else m6
+    m0 = m2 if m2 > m0 else m0
+    m4 = m6 if m6 > m4 else m4
+    return m4 if m4 > m0 else m0
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _softmax_row_(s, r, last):
     """Row r of s in place: the softmax over keys [0, last), 0 for the keys after them. A row
     whose maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an
     all -inf row gives zeros; a NaN anywhere makes its row NaN (through the sum)."""
-    mx = s[r, 0]
-    for j in range(1, last):
-        v = s[r, j]
-        mx = v if v > mx else mx
+    mx = _row_max(s, r, last)
     if not (-xp.inf < mx < xp.inf):
         mx = f32(0)
     total = f32(0)
@@ -127,10 +164,7 @@ def cross_entropy_rows(logits, target, ignore_index, probs, losses):
     log(sum exp(x - max)) - (x[target] - max), 0 where target == ignore_index."""
     n, c = logits.shape
     for r in range(n):
-        mx = logits[r, 0]
-        for j in range(1, c):
-            v = logits[r, j]
-            mx = v if v > mx else mx
+        mx = _row_max(logits, r, c)
         total = f32(0)
         for j in range(c):
             e = exp_f32(logits[r, j] - mx)

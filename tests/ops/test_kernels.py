@@ -219,6 +219,34 @@ def test_exp_f32_is_within_two_ulp_of_exp_and_keeps_ieee_edges():
     assert np.isnan(vm.exp_f32(np.float32(np.nan)))
 
 
+def test_row_max_in_eight_lanes_is_the_running_maximum():
+    """_row_max against one running maximum written out in Python, on every length from 1
+    to 40 (the eight-column body and the tail), with the maximum at every position, and
+    with NaN and -inf: a NaN wins only in column 0."""
+    from layerwise.ops import kernels_vecmath as vm
+
+    def running_max(row):
+        best = row[0]
+        for v in row[1:]:
+            best = v if v > best else best
+        return best
+
+    rng = np.random.default_rng(9)
+    rows = []
+    for n in range(1, 41):
+        for peak in range(n):
+            row = rng.standard_normal(n).astype(np.float32)
+            row[peak] = 10
+            rows.append(row)
+        rows.append(np.full(n, -np.inf, np.float32))
+        rows.append(np.r_[np.nan, rng.standard_normal(n - 1)].astype(np.float32))
+        if n > 1:
+            rows.append(np.r_[rng.standard_normal(n - 1), np.nan].astype(np.float32))
+    for row in rows:
+        got, want = vm._row_max(row[None, :], 0, row.size), running_max(row)
+        assert got == want or (np.isnan(got) and np.isnan(want)), (row, got, want)
+
+
 def test_softmax_kernels_match_float64_with_masked_and_nan_rows(monkeypatch):
     from layerwise.ops import attention
 
