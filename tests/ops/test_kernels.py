@@ -125,6 +125,31 @@ def test_max_pool_kernels_match_numpy_with_ties_and_nan(monkeypatch, dtype, kwar
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
+    dict(kernel_size=2, stride=4, dilation=2, padding=1),
+])
+def test_batch_one_inference_pool_kernel_matches_numpy_with_nan(monkeypatch, dtype, kwargs):
+    from layerwise.ops import pool
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 4, (1, 3, 9, 10)).astype(dtype)
+    x[0, 1, 2, 3] = x[0, 2, 5, 5] = np.nan
+    x[0, 0, 4, :] = -np.inf
+    outs = []
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(pool, "compiled", lambda name: None)
+        with lw.no_grad():
+            outs.append(lw.nn.functional.max_pool2d(lw.tensor(x), **kwargs).numpy())
+    assert outs[0].shape == outs[1].shape
+    assert np.isnan(outs[0]).any()  # a NaN reached the output, so its rule was exercised
+    np.testing.assert_array_equal(outs[0], outs[1])  # NaN in the same places
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_embedding_backward_kernel_matches_numpy(monkeypatch, dtype):
     from layerwise.ops import embedding
 
