@@ -28,7 +28,7 @@ import functools
 import math
 
 from layerwise import backend
-from layerwise.backend import xp
+from layerwise.backend import threads, xp
 from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
@@ -232,6 +232,57 @@ class PackedSelfAttention(SDPAttention):
     """
 
     def forward(self, qkv, *mask, num_heads, scale, bias, dropout_p):
+        self.halves = None
+        if not mask and _in_halves(qkv.shape, num_heads, bias, dropout_p):
+            return self._forward_halves(qkv, num_heads, scale, bias)
+        return self._forward_serial(qkv, *mask, num_heads=num_heads, scale=scale, bias=bias,
+                                    dropout_p=dropout_p)
+
+    def backward(self, g):
+        if self.halves is not None:
+            return self._backward_halves(g)
+        return self._backward_serial(g)
+
+    # --- the batch in two halves, one per core (backend/threads.py) ---------------------------
+    # Every sample's attention is independent of the others', so two halves of the batch are
+    # two smaller attentions with the same arithmetic: the results are bit-identical to the
+    # serial ones. Each half's products run single-threaded, the softmax kernels of both
+    # halves run at once. GPT workload (B=16, h=4, T=128), one layer's forward and backward
+    # alone: 6.3 -> 4.6 ms; the whole training step 1.04-1.08x (in-process A/B).
+
+    def _forward_halves(self, qkv, num_heads, scale, bias):
+        b, t, c3 = qkv.shape
+        cut = b // 2
+        halves = (PackedSelfAttention(), PackedSelfAttention())
+        out = xp.empty((b, t, c3 // 3), dtype=qkv.dtype)  # (B, T, C)
+
+        def run(half, rows):
+            half.needs_input_grad = self.needs_input_grad
+            out[rows] = half._forward_serial(qkv[rows], num_heads=num_heads, scale=scale,
+                                             bias=bias, dropout_p=0.0)
+
+        threads.run_pair(lambda: run(halves[0], slice(0, cut)),
+                         lambda: run(halves[1], slice(cut, b)))
+        self.halves = (halves, cut)
+        return out
+
+    def _backward_halves(self, g):
+        (first, second), cut = self.halves
+        b, t, c = g.shape
+        dqkv = xp.empty((b, t, 3 * c), dtype=g.dtype)  # (B, T, 3C)
+
+        def run(half, rows):
+            half.retains_graph = self.retains_graph
+            dqkv[rows] = half._backward_serial(g[rows])
+
+        threads.run_pair(lambda: run(first, slice(0, cut)), lambda: run(second, slice(cut, b)))
+        if not self.retains_graph:
+            self.halves = None
+        return dqkv
+
+    # --- one thread ---------------------------------------------------------------------------
+
+    def _forward_serial(self, qkv, *mask, num_heads, scale, bias, dropout_p):
         b, t, c3 = qkv.shape
         self.mask_shape = mask[0].shape if mask else None
         # (B, T, 3C) -> (B, T, 3, nh, hd) -> (3, B, nh, T, hd): views, no copy
@@ -239,7 +290,7 @@ class PackedSelfAttention(SDPAttention):
         out = self._attend(q, k, v, mask[0] if mask else None, scale, bias, dropout_p)
         return out.transpose(0, 2, 1, 3).reshape(b, t, c3 // 3)  # (B, nh, T, hd) -> (B, T, C)
 
-    def backward(self, g):
+    def _backward_serial(self, g):
         b, t, c = g.shape
         nh = self.q.shape[1]
         needs = self.needs_input_grad
@@ -253,6 +304,20 @@ class PackedSelfAttention(SDPAttention):
         if len(needs) == 1:
             return dqkv
         return dqkv, unbroadcast(ds, self.mask_shape) if need_mask else None
+
+
+# Below this many scores (B * heads * T * T) the two halves gain less than parking and
+# restarting OpenBLAS's threads costs (~0.13 ms; the GPT workload has 1 M scores a layer).
+MIN_SCORES_IN_HALVES = 1 << 19
+
+
+def _in_halves(shape, num_heads, bias, dropout_p):
+    """Whether packed attention over (B, T, 3C) runs as two halves of the batch: no dropout
+    (its draws would depend on which half ran first), no mask that differs between samples,
+    enough work, and two cores to run on."""
+    b, t, _ = shape
+    return (dropout_p == 0 and (bias is None or bias.ndim <= 2) and b >= 2
+            and b * num_heads * t * t >= MIN_SCORES_IN_HALVES and threads.available())
 
 
 class MaskedSoftmax(Function):

@@ -286,3 +286,55 @@ def test_packed_causal_fast_path_matches_the_masked_computation():
     general = _grads_of(lambda x: packed_self_attention(x, 3, attn_mask=explicit), (qkv,), probe)
     for a, b in zip(fast, general):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- the batch in two halves on two threads (PackedSelfAttention, backend/threads.py) ---------
+
+
+def _packed_step(qkv, probe, heads, retain=False, **kwargs):
+    t = lw.tensor(qkv, requires_grad=True)
+    out = packed_self_attention(t, heads, **kwargs)
+    loss = (out * lw.tensor(probe)).sum()
+    loss.backward(retain_graph=retain)
+    grads = [t.grad.numpy().copy()]
+    if retain:  # a second backward through the same saved halves adds the same again
+        loss.backward()
+        grads.append(t.grad.numpy() - grads[0])
+    return out.detach().numpy(), grads
+
+
+@pytest.mark.parametrize("kwargs", [dict(is_causal=True), dict(), dict(attn_mask=np.tril(
+    np.ones((20, 20), bool)))])
+def test_attention_in_two_halves_is_bit_identical_to_one_thread(monkeypatch, kwargs):
+    from layerwise.ops import attention
+
+    rng = np.random.default_rng(11)
+    qkv = rng.standard_normal((5, 20, 3 * 8)).astype(np.float32)  # an odd batch: halves 2 + 3
+    probe = rng.standard_normal((5, 20, 8)).astype(np.float32)
+    monkeypatch.setattr(attention, "MIN_SCORES_IN_HALVES", 0)
+    monkeypatch.setattr(attention.threads, "available", lambda: True)
+    calls = []
+    real = attention.threads.run_pair
+    monkeypatch.setattr(attention.threads, "run_pair", lambda *f: calls.append(1) or real(*f))
+    out_h, grads_h = _packed_step(qkv, probe, 2, retain=True, **kwargs)
+    assert len(calls) == 3  # forward and both backwards went through the halves
+    monkeypatch.setattr(attention, "_in_halves", lambda *a: False)
+    out_s, grads_s = _packed_step(qkv, probe, 2, retain=True, **kwargs)
+    np.testing.assert_array_equal(out_h, out_s)
+    for h, s in zip(grads_h, grads_s):
+        np.testing.assert_array_equal(h, s)
+
+
+def test_attention_halves_are_not_used_with_dropout_or_a_per_sample_mask(monkeypatch):
+    from layerwise.ops import attention
+
+    monkeypatch.setattr(attention, "MIN_SCORES_IN_HALVES", 0)
+    monkeypatch.setattr(attention.threads, "available", lambda: True)
+    causal = attention.causal_bias(20, 20, "float32")
+    per_sample = np.zeros((4, 1, 1, 20), np.float32)
+    assert attention._in_halves((4, 20, 24), 2, causal, 0.0)
+    assert not attention._in_halves((4, 20, 24), 2, causal, 0.1)  # draws: order-dependent
+    assert not attention._in_halves((4, 20, 24), 2, per_sample, 0.0)
+    assert not attention._in_halves((1, 20, 24), 2, causal, 0.0)  # nothing to halve
+    monkeypatch.setattr(attention.threads, "available", lambda: False)
+    assert not attention._in_halves((4, 20, 24), 2, causal, 0.0)
