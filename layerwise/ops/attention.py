@@ -248,7 +248,7 @@ class PackedSelfAttention(SDPAttention):
     # two smaller attentions with the same arithmetic: the results are bit-identical to the
     # serial ones. Each half's products run single-threaded, the softmax kernels of both
     # halves run at once. GPT workload (B=16, h=4, T=128), one layer's forward and backward
-    # alone: 6.3 -> 4.6 ms; the whole training step 1.04-1.08x (in-process A/B).
+    # alone: 6.3 -> 4.6 ms; the whole training step 1.030-1.035x (in-process A/B, twice).
 
     def _forward_halves(self, qkv, num_heads, scale, bias):
         b, t, c3 = qkv.shape
