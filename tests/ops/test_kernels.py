@@ -93,14 +93,17 @@ def test_lstm_cell_backward_kernel_matches_numpy(monkeypatch, dtype, bidirection
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kwargs", [
+POOL_CASES = [
     dict(kernel_size=2),
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
     dict(kernel_size=2, stride=3),  # disjoint windows with gaps between them
     dict(kernel_size=2, stride=4, dilation=2, padding=1),
-])
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", POOL_CASES)
 def test_max_pool_kernels_match_numpy_with_ties_and_nan(monkeypatch, dtype, kwargs):
     from layerwise.ops import pool
 
@@ -125,18 +128,13 @@ def test_max_pool_kernels_match_numpy_with_ties_and_nan(monkeypatch, dtype, kwar
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kwargs", [
-    dict(kernel_size=2),
-    dict(kernel_size=3, stride=2, padding=1),
-    dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
-    dict(kernel_size=2, stride=4, dilation=2, padding=1),
-])
+@pytest.mark.parametrize("kwargs", POOL_CASES)
 def test_batch_one_inference_pool_kernel_matches_numpy_with_nan(monkeypatch, dtype, kwargs):
     from layerwise.ops import pool
 
     rng = np.random.default_rng(7)
     x = rng.integers(-3, 4, (1, 3, 9, 10)).astype(dtype)
-    x[0, 1, 2, 3] = x[0, 2, 5, 5] = np.nan
+    x[0, 1, 2, 3] = x[0, 2, 5, 5] = x[0, 0, 3, 4] = np.nan  # the last inside stride-3 windows
     x[0, 0, 4, :] = -np.inf
     outs = []
     for patched in (False, True):
