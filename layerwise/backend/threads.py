@@ -8,8 +8,8 @@ nothing: attention over two halves of the batch, each half's products single-thr
 took the GPT workload's layer from 6.3 to 4.6 ms alone, but made the whole training step
 slower (0.96x, in-process A/B). Shutting the workers down for the duration
 (``blas_thread_shutdown_``; the next product starts them again) costs ~0.13 ms a time and
-turned the same change into a faster step: 1.04-1.08x for a prototype, 1.030-1.035x as
-written in ops/attention.py (GPT workload, in-process A/B). Splitting the CNN's compiled
+turned the same change into a faster step: 1.046x and 1.076x as written in
+ops/attention.py (GPT workload, in-process A/B). Splitting the CNN's compiled
 kernels (im2col, col2im, ReLU, max pool) the same way did not pay: 0.99x, as each is too
 short for the ~0.13 ms.
 
