@@ -285,3 +285,48 @@ def test_conv_backward_twice_with_retain_graph_gives_the_same_gradients():
     loss.backward()
     np.testing.assert_array_equal(x.grad.numpy(), first_x)
     np.testing.assert_array_equal(w.grad.numpy(), first_w)
+
+
+@pytest.mark.parametrize("trainable", ["weight", "bias", "weight and bias"])
+def test_batched_conv_with_bias_matches_numpy(trainable):
+    """From batch 8 the bias rides in the product as a row of ones under the columns, and its
+    gradient comes out of the weight gradient's product: checked against float64 sums, with
+    either parameter frozen."""
+    rng = np.random.default_rng(8)
+    x, w, b = (rng.standard_normal(s) for s in [(8, 3, 7, 6), (5, 3, 3, 3), (5,)])
+    probe = rng.standard_normal((8, 5, 7, 6))
+    weight = lw.tensor(w, requires_grad="weight" in trainable)
+    bias = lw.tensor(b, requires_grad="bias" in trainable)
+    out = conv2d(lw.tensor(x), weight, bias, padding=1)
+    (out * lw.tensor(probe)).sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), np_conv2d(x, w, b, padding=1), atol=1e-12)
+    # d/dw[o, c, i, j] = sum over n, y, x of probe[n, o, y, x] * padded x[n, c, y + i, x + j]
+    patches = np.lib.stride_tricks.sliding_window_view(
+        np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))  # (N, C, 7, 6, 3, 3)
+    if "weight" in trainable:
+        want = np.einsum("noyx,ncyxij->ocij", probe, patches)
+        np.testing.assert_allclose(weight.grad.numpy(), want, atol=1e-10)
+    else:
+        assert weight.grad is None
+    if "bias" in trainable:
+        np.testing.assert_allclose(bias.grad.numpy(), probe.sum(axis=(0, 2, 3)), atol=1e-10)
+    else:
+        assert bias.grad is None
+
+
+@pytest.mark.parametrize("groups, k, o, m", [
+    (1, 9, 32, 5000),  # blocks of 1198 and a remainder of 208
+    (2, 27, 16, 4000),  # per group
+    (1, 9, 32, 2395),  # one block's length short of two blocks: the plain product
+    (1, 72, 32, 3000),  # K*O past the blocking's limit: the plain product
+])
+def test_long_reduction_matmul_matches_numpy(groups, k, o, m):
+    from layerwise.ops.conv import long_reduction_matmul
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((groups, k, m)).astype(np.float32)
+    b = rng.standard_normal((groups, o, m)).astype(np.float32).transpose(0, 2, 1)  # as conv has it
+    got = long_reduction_matmul(a, b)
+    assert got.shape == (groups, k, o) and got.dtype == np.float32
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4,
+                               atol=2e-3)
