@@ -22,6 +22,11 @@ def ones(n, dtype):
     return _filled(n, dtype, 1)
 
 
+def zeros(n, dtype):
+    """A shared, read-only vector of n zeros."""
+    return _filled(n, dtype, 0)
+
+
 def column_sums(a):
     """(M, N) -> (N,): the sum over rows (a bias gradient)."""
     return _filled(a.shape[0], a.dtype, 1) @ a

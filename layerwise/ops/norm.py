@@ -14,7 +14,7 @@ row of N values here: (..., *normalized_shape) -> (M, N).
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
-from layerwise.ops.gemv import column_sums, row_means
+from layerwise.ops.gemv import column_sums, ones, row_means, zeros
 from layerwise.ops.kernels import kernel
 
 
@@ -41,10 +41,11 @@ class LayerNormFunction(Function):
             rows = xp.ascontiguousarray(rows)
             out, self.x_hat = xp.empty_like(rows), xp.empty_like(rows)
             self.rstd = xp.empty((rows.shape[0], 1), dtype=rows.dtype)
-            no_param = xp.empty(0, dtype=rows.dtype)
-            bias = params[1].reshape(-1) if affine == "weight_bias" else no_param
-            fused(rows, no_param if self.weight is None else self.weight, bias, eps, out,
-                  self.x_hat, self.rstd)
+            n = rows.shape[1]
+            weight = ones(n, rows.dtype) if self.weight is None else self.weight
+            bias = params[1].reshape(-1) if affine == "weight_bias" else zeros(n, rows.dtype)
+            # eps in the rows' dtype: the kernel's sums take it (float32 rows, float32 sums)
+            fused(rows, weight, bias, rows.dtype.type(eps), out, self.x_hat, self.rstd)
             return out.reshape(x.shape)
         n = rows.shape[1]
         x_hat = rows - row_means(rows)
@@ -80,7 +81,7 @@ class LayerNormFunction(Function):
 
     def _fused_backward(self, fused, g):
         x_hat, n = self.x_hat, self.x_hat.shape[1]
-        weight = xp.empty(0, dtype=g.dtype) if self.weight is None else self.weight
+        weight = ones(n, g.dtype) if self.weight is None else self.weight
         dx = xp.empty_like(g)
         dweight, dbias = xp.zeros(n), xp.zeros(n)  # float64 accumulators over the rows
         fused(g, x_hat, self.rstd, weight, dx, dweight, dbias)

@@ -51,6 +51,20 @@ def test_layer_norm_kernels_match_numpy(monkeypatch, dtype, affine):
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+def test_layer_norm_kernel_sums_in_float32_stay_accurate():
+    """The kernel sums float32 rows in float32: rows far from zero (mean 1000, std 0.1) and a
+    constant row (variance 0, so 1/std = 1/sqrt(eps)) against float64."""
+    rng = np.random.default_rng(9)
+    x = (1000 + 0.1 * rng.standard_normal((4, 256))).astype(np.float32)
+    x[2] = 7.5
+    out = lw.nn.functional.layer_norm(lw.tensor(x), (256,), eps=1e-5).numpy()
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, want, atol=2e-3)  # float32 inputs near 1000: ulp 6e-5
+    np.testing.assert_array_equal(out[2], 0)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gelu_tanh_backward_kernel_matches_numpy(monkeypatch, dtype):
     rng = np.random.default_rng(1)
