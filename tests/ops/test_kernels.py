@@ -349,6 +349,26 @@ def test_gelu_tanh_f32_kernels_match_float64_formula_far_into_the_tails():
     assert np.isnan(got[-3]) and got[-2] == np.inf and np.isnan(got[-1])
 
 
+def test_large_gelu_in_two_halves_gives_the_bits_of_one_pass(monkeypatch):
+    """From MIN_VALUES_IN_HALVES values the float32 GELU kernels run over two halves of the
+    flat arrays (on two cores where the BLAS may use two threads): an odd size, so the halves
+    differ, against one pass over the whole."""
+    from layerwise.backend import threads
+
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal(activation.MIN_VALUES_IN_HALVES + 4001) * 3).astype(np.float32)
+    g = rng.standard_normal(x.size).astype(np.float32)
+    runs = []
+    for available in (True, False):
+        monkeypatch.setattr(threads, "available", lambda available=available: available)
+        t = lw.tensor(x.reshape(-1, 1), requires_grad=True)  # (N, 1): any shape is flattened
+        out = lw.gelu(t, approximate="tanh")
+        (out * lw.tensor(g.reshape(-1, 1))).sum().backward()
+        runs.append((out.detach().numpy(), t.grad.numpy()))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_kernels_match_numpy_and_float64(monkeypatch, reduction):
     from layerwise.ops import loss
