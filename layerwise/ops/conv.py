@@ -146,15 +146,16 @@ class Conv2d(Function):
         # backward, where the bias gradient comes out of the weight gradient's product. With the
         # blocked weight gradient below: CNN workload step 1.028x and 1.046x (in-process A/B).
         self.bias_row = fused is not None and bias is not None and groups == 1
+        k_rows = k + 1 if self.bias_row else k  # rows of columns per group
         if fused is not None:  # the same copy, compiled (kernels.py)
-            cols = xp.empty((groups * k + self.bias_row, oh * ow * n), dtype=x.dtype)
+            cols = xp.empty((groups * k_rows, oh * ow * n), dtype=x.dtype)
             fused(xc, kh, kw, *stride, *dilation, oh, ow, cols)
             if self.bias_row:
                 cols[k] = 1
         else:
             cols = windows(xc, (kh, kw), stride, dilation, (oh, ow))  # (C, KH, KW, OH, OW, N)
         # (G, K, M): a view of the kernel's columns, or the one copy out of the strided view
-        cols = cols.reshape(groups, k + self.bias_row, oh * ow * n)
+        cols = cols.reshape(groups, k_rows, oh * ow * n)
         w3 = weight.reshape(groups, o // groups, k)  # (G, Og, K)
         if self.bias_row:
             w_and_b = xp.empty((1, o, k + 1), dtype=x.dtype)  # (1, O, K+1)
