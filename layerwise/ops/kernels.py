@@ -120,6 +120,11 @@ def preload(dtype="float32"):
         target = xp.zeros(2, xp.int64)
         kernel("cross_entropy_rows")(m, target, -100, m.copy(), v[:2].copy())
         kernel("cross_entropy_backward_rows")(m, target, -100, v[:2], m.copy())
+        gates, state = xp.ones((1, 4), dtype), xp.ones((1, 1), dtype)
+        for batch_first in (True, False):
+            kernel("lstm_cell_forward_f32")(gates, gates[None], 0, batch_first, state,
+                                            gates.copy(), state.copy(), state.copy(),
+                                            state[None].copy())
     return True
 
 

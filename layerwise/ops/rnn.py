@@ -97,6 +97,20 @@ class LSTMFunction(_Sequence):
         hprev = self._empty(H, dtype)  # in the input's layout, like dA: both feed one GEMM
         xw_t, out_t, hprev_t = map(self._tm, (xw, out, hprev))
         h, c = h0, c0
+        fused = kernel("lstm_cell_forward_f32") if dtype == xp.float32 else None
+        if fused is not None:
+            # One compiled pass per step (kernels_vecmath.py) instead of eleven NumPy ones. Its
+            # rows must be contiguous, so the hidden product is taken as h @ W_hh^T with W_hh^T
+            # copied once, giving (B, 4H) in C order: in the _hidden_gemm order its transposed
+            # result would be a strided read. LSTM workload forward 14.8 -> 11.9 ms alone,
+            # training step 1.033x on average over five in-process A/B runs (1.00-1.06x).
+            xw, w_t = xp.ascontiguousarray(xw), xp.ascontiguousarray(w_hh.T)  # (H, 4H)
+            c = xp.ascontiguousarray(c0, dtype=dtype)
+            for t in self._order():
+                hprev_t[t] = h
+                fused(h @ w_t, xw, t, batch_first, c, acts_t[t], cs_t[t], tanh_t[t], out)
+                h, c = out_t[t], cs_t[t]
+            return self._finish_forward(packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev)
         for t in self._order():
             hprev_t[t] = h
             a = acts_t[t]
@@ -110,6 +124,10 @@ class LSTMFunction(_Sequence):
             cs_t[t] = c
             xp.tanh(c, out=tanh_t[t])
             h = xp.multiply(a[:, 3 * H :], tanh_t[t], out=out_t[t])
+        return self._finish_forward(packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev)
+
+    def _finish_forward(self, packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev):
+        """Pack the last cell state after the outputs; keep what backward reads."""
         packed[n_out:] = c.reshape(-1)
         self.w_hh, self.c0 = w_hh, c0
         self.acts_t, self.cs_t, self.tanh_t, self.hprev = acts_t, cs_t, tanh_t, hprev

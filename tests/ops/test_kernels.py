@@ -85,26 +85,56 @@ def test_environment_variable_turns_the_kernels_off():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_lstm_cell_backward_kernel_matches_numpy(monkeypatch, dtype, bidirectional):
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_lstm_cell_kernels_match_numpy(monkeypatch, dtype, bidirectional, batch_first):
+    """The backward cell kernel (any dtype) and the float32 forward one (its own sigmoid and
+    tanh on exp_f32) against the NumPy loop: outputs, the final states and every gradient,
+    with initial states and inputs large enough to saturate some gates."""
     from layerwise.ops import rnn
 
     rng = np.random.default_rng(2)
     lw.manual_seed(0)
-    lstm = lw.nn.LSTM(5, 6, num_layers=2, batch_first=True, bidirectional=bidirectional)
+    lstm = lw.nn.LSTM(5, 6, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
     if dtype == np.float64:
         lstm = lstm.double()
-    x = rng.standard_normal((3, 7, 5)).astype(dtype)
-    probe = rng.standard_normal((3, 7, 12 if bidirectional else 6)).astype(dtype)
+    x = (rng.standard_normal((3, 7, 5)) * 4).astype(dtype)
+    directions = 2 if bidirectional else 1
+    h0, c0 = (rng.standard_normal((2 * directions, 3 if batch_first else 7, 6)).astype(dtype)
+              for _ in range(2))
+    probe = rng.standard_normal((3, 7, 6 * directions)).astype(dtype)
     results = []
     for patched in (False, True):
         if patched:
             monkeypatch.setattr(rnn, "kernel", lambda name: None)
         for p in lstm.parameters():
             p.grad = None
-        outputs = _run(lambda a: lstm(a)[0], [x], probe)
-        results.append(outputs + [p.grad.numpy() for p in lstm.parameters()])
+        tensors = [lw.tensor(a, requires_grad=True) for a in (x, h0, c0)]
+        out, (h_n, c_n) = lstm(tensors[0], (tensors[1], tensors[2]))
+        ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
+        results.append([out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()]
+                       + [t.grad.numpy() for t in tensors]
+                       + [p.grad.numpy() for p in lstm.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_lstm_forward_kernel_gates_at_the_extremes():
+    """The compiled gates on inf, -inf and NaN pre-activations: sigmoid 1, 0, NaN and tanh 1,
+    -1, NaN, as NumPy's 0.5 tanh(0.5 a) + 0.5 and tanh give."""
+    kernel = kernels.kernel("lstm_cell_forward_f32")
+    h = 3
+    extremes = np.array([np.inf, -np.inf, np.nan], np.float32)
+    hw = np.zeros((1, 4 * h), np.float32)
+    for gate in range(4):
+        hw[0, gate * h:(gate + 1) * h] = extremes
+    acts, c, tanh_c = np.empty((1, 4 * h), np.float32), *np.empty((2, 1, h), np.float32)
+    out = np.empty((1, 1, h), np.float32)
+    kernel(hw, np.zeros((1, 1, 4 * h), np.float32), 0, True, np.ones((1, h), np.float32), acts,
+           c, tanh_c, out)
+    sigmoid, tanh = [1, 0, np.nan], [1, -1, np.nan]
+    np.testing.assert_array_equal(acts[0], sigmoid + sigmoid + tanh + sigmoid)
+    np.testing.assert_array_equal(c[0], [1 + 1, 0 + 0, np.nan])  # f c_prev + i g
+    np.testing.assert_allclose(out[0, 0], [np.tanh(2), 0, np.nan], rtol=0, atol=2e-7)
 
 
 POOL_CASES = [
