@@ -138,9 +138,18 @@ class Conv2d(Function):
         top, bottom, left, right = pads
         oh = out_size(h, kh, stride[0], top + bottom, dilation[0])
         ow = out_size(w, kw, stride[1], left + right, dilation[1])
-        xc = pad_batch_last(x, pads) if any(pads) else batch_last(x)  # (C, Hp, Wp, N)
         k = cg * kh * kw
-        fused = kernel("im2col") if n >= 8 and xc.flags.c_contiguous else None
+        fused = kernel("im2col") if n >= 8 else None
+        xb = batch_last(x)  # (C, H, W, N) view
+        if fused is not None and xb.flags.c_contiguous:
+            # Already batch-last in memory (a conv's or pool's output): the compiled kernels
+            # read its padding as zeros instead of copying it into a padded array, and the
+            # input gradient comes out contiguous, so the pool before it need not copy it
+            # (CNN workload step 1.014x on average over six in-process A/B runs, 0.98-1.04x).
+            xc, skip = xb, (top, left)
+        else:  # an NCHW input needs one transposing copy anyway, which pads at the same time
+            xc, skip = (pad_batch_last(x, pads) if any(pads) else xb), (0, 0)  # (C, Hp, Wp, N)
+            fused = fused if xc.flags.c_contiguous else None
         # The bias rides in the product as one more column of the weight against a row of ones
         # under the columns: it saves a pass over the output here and one over the gradient in
         # backward, where the bias gradient comes out of the weight gradient's product. With the
@@ -149,7 +158,7 @@ class Conv2d(Function):
         k_rows = k + 1 if self.bias_row else k  # rows of columns per group
         if fused is not None:  # the same copy, compiled (kernels.py)
             cols = xp.empty((groups * k_rows, oh * ow * n), dtype=x.dtype)
-            fused(xc, kh, kw, *stride, *dilation, oh, ow, cols)
+            fused(xc, *skip, kh, kw, *stride, *dilation, oh, ow, cols)
             if self.bias_row:
                 cols[k] = 1
         else:
@@ -171,11 +180,12 @@ class Conv2d(Function):
             self.cols = cols if needs[1] or (wants_bias and self.bias_row) else None
             self.w3 = w3 if needs[0] else None
             self.geometry = (x.shape, weight.shape, stride, pads, dilation, groups, (oh, ow),
-                             xc.shape)
+                             xc.shape, skip)
         return batch_first(out.reshape(o, oh, ow, n))  # (N, O, OH, OW) view
 
     def backward(self, g):
-        (n, c, h, w), wshape, stride, pads, dilation, groups, (oh, ow), padded = self.geometry
+        (n, c, h, w), wshape, stride, pads, dilation, groups, (oh, ow), source, skip = (
+            self.geometry)
         o, _, kh, kw = wshape
         needs = self.needs_input_grad
         g3 = batch_last(g).reshape(groups, o // groups, oh * ow * n)  # (G, Og, M)
@@ -197,14 +207,17 @@ class Conv2d(Function):
         if needs[0]:
             gcols = xp.matmul(self.w3.transpose(0, 2, 1), g3)  # (G, K, M)
             gcols = gcols.reshape(c, kh, kw, oh, ow, n)
-            gpad = xp.zeros(padded, dtype=g.dtype)  # (C, Hp, Wp, N)
+            top, bottom, left, right = pads
             fused = kernel("col2im") if n >= 8 else None  # batch-innermost loop (kernels.py)
             if fused is not None:
-                fused(gcols, *stride, *dilation, gpad)
+                # into the shape the columns were read from: x's, or x padded
+                gsource = xp.zeros(source, dtype=g.dtype)  # (C, H(p), W(p), N)
+                fused(gcols, *skip, *stride, *dilation, gsource)
+                top, left = top - skip[0], left - skip[1]  # the padding gsource holds
             else:
-                _col2im(gcols, gpad, (kh, kw), stride, dilation, (oh, ow))
-            top, _, left, _ = pads
-            gx = batch_first(gpad[:, top:top + h, left:left + w])  # (N, C, H, W) view
+                gsource = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=g.dtype)
+                _col2im(gcols, gsource, (kh, kw), stride, dilation, (oh, ow))
+            gx = batch_first(gsource[:, top:top + h, left:left + w])  # (N, C, H, W) view
         return gx, gw, gb
 
 

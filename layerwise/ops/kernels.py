@@ -105,8 +105,8 @@ def preload(dtype="float32"):
                                xp.zeros((1, 1, 1, 4), xp.int8))
     kernel("max_pool_plane")(x4[0, :1], 2, 2, 2, 2, 1, 1, xp.empty((1, 1, 2), dtype))
     kernel("scatter_add_rows")(xp.zeros(2, xp.int64), m, m.copy())
-    kernel("col2im")(xp.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
-    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
+    kernel("col2im")(xp.ones((1, 1, 1, 2, 2, 4), dtype), 0, 0, 1, 1, 1, 1, x4.copy())
+    kernel("im2col")(x4, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
     kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
     kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), xp.zeros((1, 1, 1, 4), xp.int8),
@@ -294,37 +294,51 @@ def scatter_add_rows(indices, rows, out):
             out[k, d] += rows[j, d]
 
 
-def im2col(xc, kh, kw, sh, sw, dh, dw, oh, ow, cols):
-    """The columns of a convolution: xc (C, Hp, Wp, N), padded and batch-last, into cols
-    (C*KH*KW, OH*OW*N), row (c, ky, kx), column (oy, ox, n) = xc[c, oy*sh + ky*dh,
-    ox*sw + kx*dw, n]. The same copy NumPy makes from the strided view, without its
-    per-run overhead (runs of N values)."""
-    c_size, n_size = xc.shape[0], xc.shape[3]
+def im2col(x, top, left, kh, kw, sh, sw, dh, dw, oh, ow, cols):
+    """The columns of a convolution: x (C, H, W, N) batch-last into cols (C*KH*KW, OH*OW*N),
+    row (c, ky, kx), column (oy, ox, n) = x[c, oy*sh + ky*dh - top, ox*sw + kx*dw - left, n],
+    and 0 where that position falls outside x: the padding (``top`` rows, ``left`` columns,
+    and whatever lies past the far edges) is read as zeros without being stored. The same
+    copy NumPy makes from the strided view of a padded input, without the padded copy or the
+    view's per-run overhead (runs of N values)."""
+    c_size, h_size, w_size, n_size = x.shape
     for c in range(c_size):
         for ky in range(kh):
             for kx in range(kw):
                 r = (c * kh + ky) * kw + kx
                 for oy in range(oh):
+                    row = oy * sh + ky * dh - top
                     for ox in range(ow):
+                        col = ox * sw + kx * dw - left
                         base = (oy * ow + ox) * n_size
-                        for n in range(n_size):
-                            cols[r, base + n] = xc[c, oy * sh + ky * dh, ox * sw + kx * dw, n]
+                        if 0 <= row < h_size and 0 <= col < w_size:
+                            for n in range(n_size):
+                                cols[r, base + n] = x[c, row, col, n]
+                        else:
+                            for n in range(n_size):
+                                cols[r, base + n] = 0
 
 
-def col2im(gcols, sh, sw, dh, dw, gpad):
-    """The adjoint of im2col: gcols (C, KH, KW, OH, OW, N) -> gpad (C, Hp, Wp, N), each
-    column entry added to the input position it was read from (the caller zeroes gpad).
-    Accumulating in one pass beats one strided slice-add per kernel position in NumPy."""
+def col2im(gcols, top, left, sh, sw, dh, dw, gx):
+    """The adjoint of im2col: gcols (C, KH, KW, OH, OW, N) -> gx (C, H, W, N), each column
+    entry added to the input position it was read from, entries read from the padding
+    dropped (the caller zeroes gx). Accumulating in one pass beats one strided slice-add per
+    kernel position in NumPy."""
     c_size, kh, kw, oh, ow, n_size = gcols.shape
+    h_size, w_size = gx.shape[1], gx.shape[2]
     for c in range(c_size):
         for ky in range(kh):
             for kx in range(kw):
                 for oy in range(oh):
-                    row = oy * sh + ky * dh
+                    row = oy * sh + ky * dh - top
+                    if row < 0 or row >= h_size:
+                        continue
                     for ox in range(ow):
-                        col = ox * sw + kx * dw
+                        col = ox * sw + kx * dw - left
+                        if col < 0 or col >= w_size:
+                            continue
                         for n in range(n_size):
-                            gpad[c, row, col, n] += gcols[c, ky, kx, oy, ox, n]
+                            gx[c, row, col, n] += gcols[c, ky, kx, oy, ox, n]
 
 
 def relu_forward(x, out, mask):

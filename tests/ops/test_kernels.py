@@ -211,18 +211,29 @@ def test_preload_compiles_every_kernel_for_a_dtype():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, dilation=2, padding=2, groups=2)])
-def test_conv_col2im_kernel_matches_numpy(monkeypatch, dtype, kwargs):
+@pytest.mark.parametrize("kwargs", [
+    dict(padding=1),
+    dict(stride=2, dilation=2, padding=2, groups=2),
+    dict(padding=(2, 0), stride=(3, 1)),  # the last row's windows run past the bottom edge
+    dict(padding="same", dilation=(1, 2)),
+])
+@pytest.mark.parametrize("memory", ["NCHW", "batch-last"])
+def test_conv_im2col_col2im_kernels_match_numpy(monkeypatch, dtype, kwargs, memory):
+    """The compiled columns against NumPy's strided view. A batch-last input (as a conv's or
+    pool's output is laid out) has its padding read as zeros by the kernels, never stored."""
     from layerwise.ops import conv
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 4, 9, 8)).astype(dtype)  # 8: the kernel's smallest batch
+    x = rng.standard_normal((8, 4, 9, 8)).astype(dtype)  # 8: the kernels' smallest batch
+    if memory == "batch-last":
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
     w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)).astype(dtype)
-    fn = lambda a, b: conv.conv2d(a, b, **kwargs)  # noqa: E731
-    probe = rng.standard_normal(tuple(fn(lw.tensor(x), lw.tensor(w)).shape)).astype(dtype)
-    compiled, plain = _both_paths(monkeypatch, conv, fn, [x, w], probe)
-    for a, b in zip(compiled, plain):
-        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+    b = rng.standard_normal(6).astype(dtype)
+    fn = lambda a, w_, b_: conv.conv2d(a, w_, b_, **kwargs)  # noqa: E731
+    probe = rng.standard_normal(tuple(fn(*map(lw.tensor, (x, w, b))).shape)).astype(dtype)
+    compiled, plain = _both_paths(monkeypatch, conv, fn, [x, w, b], probe)
+    for a, b_ in zip(compiled, plain):
+        np.testing.assert_allclose(a, b_, rtol=TOL[dtype], atol=TOL[dtype])
 
 
 @pytest.mark.parametrize("layout", ["C", "transposed", "strided", "reversed"])
