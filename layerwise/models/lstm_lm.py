@@ -16,7 +16,6 @@ from layerwise.nn.embedding import Embedding
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.rnn import LSTM
-from layerwise.ops.embedding import embedding
 
 
 class LSTMLanguageModel(Module):
@@ -65,9 +64,9 @@ class LSTMLanguageModel(Module):
             # E[idx] W_ih^T + b == (E W_ih^T + b)[idx]: project the V-row table once instead of
             # the B*T embedded tokens, saving a (B*T, E) x (E, 4H) GEMM and the two of its
             # backward (most of a step's work when V << B*T; 96 vs 2048 for characters).
+            # The LSTM then reads each step's rows from the table (no (B, T, 4H) gather).
             table = self.lstm.project_input(self.embedding.weight)  # (V, 4H)
-            xw = embedding(idx, table)  # (B, T) -> (B, T, 4H)
-            out, state = self.lstm(xw, state, projected=True)
+            out, state = self.lstm(table, state, projected=True, index=idx)  # (B, T, H)
         else:
             x = self.drop(self.embedding(idx))  # (B, T) -> (B, T, E)
             out, state = self.lstm(x, state)  # (B, T, H), ((L, B, H), (L, B, H))

@@ -22,6 +22,7 @@ from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
 from layerwise.ops import elementwise as ew
 from layerwise.ops import movement
+from layerwise.ops.embedding import check_indices, embedding, index_array
 from layerwise.ops.random import dropout as _dropout
 from layerwise.ops.rnn import GRUFunction, LSTMFunction, RNNFunction
 
@@ -166,6 +167,36 @@ class RNNBase(Module):
                 f"{self.weight_ih_l0.dtype}; convert one of them with .to(dtype)"
             )
 
+    def _check_table(self, table, index, projected):
+        """The checks of forward(table, index=...); returns the index as an intp array."""
+        name = type(self).__name__
+        if not projected:
+            raise ValueError(
+                f"{name} index= picks rows of a projected table: pass "
+                f"project_input(table) with projected=True"
+            )
+        width = self.num_directions * self.gate_size
+        if not isinstance(table, Tensor) or table.ndim != 2 or table.shape[-1] != width:
+            shape = tuple(table.shape) if isinstance(table, Tensor) else type(table).__name__
+            raise ValueError(
+                f"{name} with index= expected a projected table (rows, num_directions * "
+                f"gates * hidden_size={width}), got {shape}"
+            )
+        if table.dtype != self.weight_ih_l0.dtype:
+            raise TypeError(
+                f"{name} got a table of dtype {table.dtype} but its weights are "
+                f"{self.weight_ih_l0.dtype}; convert one of them with .to(dtype)"
+            )
+        index = index_array(index)
+        layout = "(batch, seq_len)" if self.batch_first else "(seq_len, batch)"
+        if index.ndim not in (1, 2) or index.size == 0:
+            raise ValueError(
+                f"{name} expected index of shape {layout}, or (seq_len,) unbatched, with at "
+                f"least one step, got shape {tuple(index.shape)}"
+            )
+        check_indices(index, table.shape[0])
+        return index.astype(xp.intp, copy=False)
+
     def _initial(self, hx, what, batch, dtype, batched):
         """hx (num_layers * num_directions, batch, hidden) checked, or zeros when None."""
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -184,10 +215,11 @@ class RNNBase(Module):
         return hx if batched else movement.unsqueeze(hx, 1)
 
     # --- running the layers -------------------------------------------------------------------
-    def _run(self, x, states, projected):
-        """x in the layer's layout (batched); states: list of (N, B, H) tensors (h, or h and c).
-        Returns the last layer's output and the final states, each (N, B, H)."""
-        last = x.shape[1 if self.batch_first else 0] - 1
+    def _run(self, x, states, projected, layout, index):
+        """x in the layer's layout (batched), or a projected table whose rows ``index`` (in
+        the layout) picks; states: list of (N, B, H) tensors (h, or h and c). Returns the last
+        layer's output and the final states, each (N, B, H)."""
+        last = layout[1 if self.batch_first else 0] - 1
         finals = [[] for _ in states]
         for layer in range(self.num_layers):
             outputs = []
@@ -203,7 +235,9 @@ class RNNBase(Module):
                 else:
                     xw = F.linear(x, w_ih, self._input_bias(b_ih, b_hh))  # (.., G), all steps
                 k = layer * self.num_directions + direction
-                out, extra = self._cell(xw, [s[k] for s in states], w_hh, b_hh, direction == 1)
+                rows = index if layer == 0 else None
+                out, extra = self._cell(xw, [s[k] for s in states], w_hh, b_hh, direction == 1,
+                                        rows)
                 t = 0 if direction == 1 else last  # where this direction's last state sits
                 finals[0].append(out[:, t] if self.batch_first else out[t])
                 for store, value in zip(finals[1:], extra):
@@ -214,14 +248,22 @@ class RNNBase(Module):
                 x = _dropout(x, self.dropout, True)
         return x, [movement.stack(f, 0) for f in finals]
 
-    def _forward(self, input, hx_list, projected):
+    def _forward(self, input, hx_list, projected, index=None):
         """Checks, unbatched handling, then _run. hx_list: [(tensor or None, name), ...]."""
-        self._check_input(input, projected)
-        batched = input.ndim == 3
-        x = input if batched else movement.unsqueeze(input, 0 if self.batch_first else 1)
-        batch = x.shape[0] if self.batch_first else x.shape[1]
+        if index is None:
+            self._check_input(input, projected)
+            batched = input.ndim == 3
+            x = input if batched else movement.unsqueeze(input, 0 if self.batch_first else 1)
+            layout = x.shape[:2]
+        else:
+            x, index = input, self._check_table(input, index, projected)
+            batched = index.ndim == 2
+            if not batched:
+                index = index[None] if self.batch_first else index[:, None]
+            layout = index.shape
+        batch = layout[0] if self.batch_first else layout[1]
         states = [self._initial(h, what, batch, x.dtype, batched) for h, what in hx_list]
-        out, finals = self._run(x, states, projected)
+        out, finals = self._run(x, states, projected, layout, index)
         if not batched:
             out = movement.squeeze(out, 0 if self.batch_first else 1)
             finals = [movement.squeeze(f, 1) for f in finals]
@@ -249,7 +291,11 @@ class RNN(RNNBase):
 
     forward(input, hx=None) -> (output, h_n): output (seq_len, batch, D * hidden_size)
     ((batch, seq_len, .) with batch_first), h_n (num_layers * D, batch, hidden_size).
-    ``projected=True`` takes ``project_input(input)`` in place of the input.
+    ``projected=True`` takes ``project_input(input)`` in place of the input. With ``index``,
+    integer token ids (batch, seq_len) ((seq_len, batch) without batch_first; (seq_len,)
+    unbatched), the input is ``project_input(table)`` for an embedding table, and the layer
+    runs on the rows that index picks, as ``forward(table[index])`` would, without gathering
+    them first: the LSTM reads each step's rows straight from the projected table.
     """
 
     def __init__(
@@ -279,7 +325,9 @@ class RNN(RNNBase):
             dtype,
         )
 
-    def _cell(self, xw, initial, w_hh, b_hh, reverse):
+    def _cell(self, xw, initial, w_hh, b_hh, reverse, index=None):
+        if index is not None:  # a table's rows: gathered (only the LSTM reads them in place)
+            xw = embedding(index, xw)
         out = RNNFunction.apply(
             xw,
             initial[0],
@@ -290,8 +338,8 @@ class RNN(RNNBase):
         )
         return out, ()
 
-    def forward(self, input, hx=None, projected=False):
-        out, (h_n,) = self._forward(input, [(hx, "hx")], projected)
+    def forward(self, input, hx=None, projected=False, index=None):
+        out, (h_n,) = self._forward(input, [(hx, "hx")], projected, index)
         return out, h_n
 
 
@@ -325,15 +373,17 @@ class GRU(RNNBase):
     def _input_bias(self, b_ih, b_hh):
         return b_ih
 
-    def _cell(self, xw, initial, w_hh, b_hh, reverse):
+    def _cell(self, xw, initial, w_hh, b_hh, reverse, index=None):
+        if index is not None:
+            xw = embedding(index, xw)
         extra = () if b_hh is None else (b_hh,)
         out = GRUFunction.apply(
             xw, initial[0], w_hh, *extra, batch_first=self.batch_first, reverse=reverse
         )
         return out, ()
 
-    def forward(self, input, hx=None, projected=False):
-        out, (h_n,) = self._forward(input, [(hx, "hx")], projected)
+    def forward(self, input, hx=None, projected=False, index=None):
+        out, (h_n,) = self._forward(input, [(hx, "hx")], projected, index)
         return out, h_n
 
 
@@ -367,16 +417,23 @@ class LSTM(RNNBase):
             dtype,
         )
 
-    def _cell(self, xw, initial, w_hh, b_hh, reverse):
+    def _cell(self, xw, initial, w_hh, b_hh, reverse, index=None):
         packed = LSTMFunction.apply(
-            xw, initial[0], initial[1], w_hh, batch_first=self.batch_first, reverse=reverse
+            xw,
+            initial[0],
+            initial[1],
+            w_hh,
+            index=index,
+            batch_first=self.batch_first,
+            reverse=reverse,
         )
-        t_b, h = xw.shape[0] * xw.shape[1], self.hidden_size
-        out = packed[: t_b * h].reshape(xw.shape[:2] + (h,))  # (T, B, H) or (B, T, H)
+        layout = xw.shape[:2] if index is None else index.shape  # (T, B) or (B, T)
+        t_b, h = layout[0] * layout[1], self.hidden_size
+        out = packed[: t_b * h].reshape(layout + (h,))  # (T, B, H) or (B, T, H)
         c_n = packed[t_b * h :].reshape(-1, h)  # (B, H)
         return out, (c_n,)
 
-    def forward(self, input, hx=None, projected=False):
+    def forward(self, input, hx=None, projected=False, index=None):
         if hx is None:
             h0 = c0 = None
         elif isinstance(hx, (tuple, list)) and len(hx) == 2:
@@ -386,5 +443,5 @@ class LSTM(RNNBase):
             raise TypeError(
                 f"LSTM hx must be a tuple (h_0, c_0) or None, got {type(hx).__name__}{length}"
             )
-        out, (h_n, c_n) = self._forward(input, [(h0, "h_0"), (c0, "c_0")], projected)
+        out, (h_n, c_n) = self._forward(input, [(h0, "h_0"), (c0, "c_0")], projected, index)
         return out, (h_n, c_n)

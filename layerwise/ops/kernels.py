@@ -124,9 +124,9 @@ def preload(dtype="float32"):
         kernel("cross_entropy_backward_rows")(m, target, -100, v[:2], m.copy())
         gates, state = xp.ones((1, 4), dtype), xp.ones((1, 1), dtype)
         for batch_first in (True, False):
-            kernel("lstm_cell_forward_f32")(gates, gates[None], 0, batch_first, state,
-                                            gates.copy(), state.copy(), state.copy(),
-                                            state[None].copy())
+            kernel("lstm_cell_forward_f32")(gates, gates, xp.zeros((1, 1), xp.intp), 0,
+                                            batch_first, state, gates.copy(), state.copy(),
+                                            state.copy(), state[None].copy())
     return True
 
 

@@ -28,6 +28,7 @@ either way. Gate orders and equations are PyTorch's (torch.nn.LSTM / GRU / RNN d
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
+from layerwise.ops.embedding import scatter_add_rows
 from layerwise.ops.kernels import kernel
 
 
@@ -41,10 +42,10 @@ def _hidden_gemm(w_hh, h):
 class _Sequence(Function):
     """Loop bookkeeping shared by the three cells."""
 
-    def _setup(self, xw, batch_first, reverse):
+    def _setup(self, layout, batch_first, reverse):
         self.batch_first, self.reverse = batch_first, reverse
-        self.layout = xw.shape[:2]  # (T, B) or (B, T)
-        self.T, self.B = (xw.shape[1], xw.shape[0]) if batch_first else xw.shape[:2]
+        self.layout = tuple(layout)  # (T, B) or (B, T)
+        self.T, self.B = (layout[1], layout[0]) if batch_first else layout
 
     def _tm(self, a):
         """Time-major view of an array kept in the input's layout."""
@@ -76,26 +77,30 @@ class LSTMFunction(_Sequence):
         i, f, o = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o);  g = tanh(a_g)
         c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 
+    With ``index`` (an integer array in the layout, (T, B) or (B, T)), xw is instead a
+    projected embedding table (V, 4H) and the sequence is xw[index]: the loop reads each step's
+    rows from the table, which stays in cache, instead of from a gathered (T, B, 4H) copy, and
+    the gradient of xw is the table's (rows added up per token id). The LSTM workload's
+    model forward 15.5-15.8 -> 14.1-14.5 ms (three in-process A/B runs), its training step
+    1.066, 1.011 and 1.022x: the gather's 8 MB written and read back cold are gone. (Adding
+    the table's gradient up inside the backward kernel, while each dA row is in cache, gained
+    nothing: 0.994-1.002x.)
+
     Returns one flat array: the outputs h_t (layout + (H,)) followed by c_T (B, H). A Function
     has one output, and h_T is already among the outputs, so only c_T needs packing alongside.
     """
 
-    def forward(self, xw, h0, c0, w_hh, batch_first=False, reverse=False):
-        self._setup(xw, batch_first, reverse)
+    def forward(self, xw, h0, c0, w_hh, index=None, batch_first=False, reverse=False):
+        self._setup(xw.shape[:2] if index is None else index.shape, batch_first, reverse)
+        self.index, self.table_rows = index, xw.shape[0]
         H, dtype = w_hh.shape[1], xw.dtype
-        # sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, so all four gates are one tanh:
-        # act = tanh(a * scale) * scale + shift, scale 0.5 (i, f, o) or 1 (g), shift 0.5 or 0.
-        scale = xp.full(4 * H, 0.5, dtype=dtype)
-        scale[2 * H : 3 * H] = 1.0
-        shift = (0.5 * (scale != 1.0)).astype(dtype)
-
         n_out = self.T * self.B * H
         packed = xp.empty(n_out + self.B * H, dtype=dtype)
         out = packed[:n_out].reshape(self.layout + (H,))
         acts_t = self._empty_tm(4 * H, dtype)  # (T, B, 4H) gate activations (i, f, g, o)
         cs_t, tanh_t = self._empty_tm(H, dtype), self._empty_tm(H, dtype)  # c_t, tanh(c_t)
         hprev = self._empty(H, dtype)  # in the input's layout, like dA: both feed one GEMM
-        xw_t, out_t, hprev_t = map(self._tm, (xw, out, hprev))
+        out_t, hprev_t = self._tm(out), self._tm(hprev)
         h, c = h0, c0
         fused = kernel("lstm_cell_forward_f32") if dtype == xp.float32 else None
         if fused is not None:
@@ -104,13 +109,20 @@ class LSTMFunction(_Sequence):
             # copied once, giving (B, 4H) in C order: in the _hidden_gemm order its transposed
             # result would be a strided read. LSTM workload forward 14.8 -> 11.9 ms alone,
             # training step 1.033x on average over five in-process A/B runs (1.00-1.06x).
-            xw, w_t = xp.ascontiguousarray(xw), xp.ascontiguousarray(w_hh.T)  # (H, 4H)
+            rows, index = self._rows(xw, index)
+            w_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H)
             c = xp.ascontiguousarray(c0, dtype=dtype)
             for t in self._order():
                 hprev_t[t] = h
-                fused(h @ w_t, xw, t, batch_first, c, acts_t[t], cs_t[t], tanh_t[t], out)
+                fused(h @ w_t, rows, index, t, batch_first, c, acts_t[t], cs_t[t], tanh_t[t], out)
                 h, c = out_t[t], cs_t[t]
             return self._finish_forward(packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev)
+        # sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, so all four gates are one tanh:
+        # act = tanh(a * scale) * scale + shift, scale 0.5 (i, f, o) or 1 (g), shift 0.5 or 0.
+        scale = xp.full(4 * H, 0.5, dtype=dtype)
+        scale[2 * H : 3 * H] = 1.0
+        shift = (0.5 * (scale != 1.0)).astype(dtype)
+        xw_t = self._tm(xw if index is None else xp.take(xw, index, axis=0))
         for t in self._order():
             hprev_t[t] = h
             a = acts_t[t]
@@ -125,6 +137,14 @@ class LSTMFunction(_Sequence):
             xp.tanh(c, out=tanh_t[t])
             h = xp.multiply(a[:, 3 * H :], tanh_t[t], out=out_t[t])
         return self._finish_forward(packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev)
+
+    def _rows(self, xw, index):
+        """(rows (R, 4H) contiguous, index into them in the layout) for the compiled step: the
+        table and token ids as given, or the sequence flattened and its row numbers."""
+        if index is not None:
+            return xp.ascontiguousarray(xw), index
+        rows = xp.ascontiguousarray(xw).reshape(-1, xw.shape[-1])  # (T*B, 4H) in the layout
+        return rows, xp.arange(rows.shape[0], dtype=xp.intp).reshape(self.layout)
 
     def _finish_forward(self, packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev):
         """Pack the last cell state after the outputs; keep what backward reads."""
@@ -149,7 +169,7 @@ class LSTMFunction(_Sequence):
                 c_prev = self.c0 if t == first else cs_t[t + step_back]
                 fused(dh, dout, t, self.batch_first, dc, acts_t[t], tanh_t[t], c_prev, dA)
                 dh = dA_t[t] @ self.w_hh  # (B, 4H) @ (4H, H)
-            return dA, dh, dc, self._w_hh_grad(dA, 3)
+            return self._xw_grad(dA), dh, dc, self._w_hh_grad(dA, 3)
         da = xp.empty((B, 4 * H), dtype=g.dtype)  # contiguous scratch, copied into dA per step
         dout_t = self._tm(dout)
         for t in reversed(self._order()):
@@ -169,7 +189,15 @@ class LSTMFunction(_Sequence):
             dA_t[t] = da
             dc *= f
             dh = da @ self.w_hh  # (B, 4H) @ (4H, H)
-        return dA, dh, dc, self._w_hh_grad(dA, 3)
+        return self._xw_grad(dA), dh, dc, self._w_hh_grad(dA, 3)
+
+    def _xw_grad(self, dA):
+        """dA is the gradient of the sequence xw; for a table, each row's is the sum of dA at
+        the steps that read it."""
+        if self.index is None:
+            return dA
+        return scatter_add_rows(self.index.reshape(-1), dA.reshape(-1, dA.shape[-1]),
+                                self.table_rows)
 
 
 class GRUFunction(_Sequence):
@@ -184,7 +212,7 @@ class GRUFunction(_Sequence):
     """
 
     def forward(self, xw, h0, w_hh, b_hh=None, batch_first=False, reverse=False):
-        self._setup(xw, batch_first, reverse)
+        self._setup(xw.shape[:2], batch_first, reverse)
         self.has_bias = b_hh is not None
         H, dtype = w_hh.shape[1], xw.dtype
         acts_t, hwn_t = self._empty_tm(3 * H, dtype), self._empty_tm(H, dtype)
@@ -245,7 +273,7 @@ class RNNFunction(_Sequence):
     h_t = act(xw_t + h_{t-1} W_hh^T), act tanh or relu. Returns the outputs h_t (layout + (H,))."""
 
     def forward(self, xw, h0, w_hh, nonlinearity="tanh", batch_first=False, reverse=False):
-        self._setup(xw, batch_first, reverse)
+        self._setup(xw.shape[:2], batch_first, reverse)
         self.nonlinearity = nonlinearity
         H = w_hh.shape[1]
         out, hprev = self._empty(H, xw.dtype), self._empty(H, xw.dtype)

@@ -118,6 +118,46 @@ def test_lstm_cell_kernels_match_numpy(monkeypatch, dtype, bidirectional, batch_
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_lstm_reading_table_rows_matches_numpy_and_the_gathered_sequence(monkeypatch,
+                                                                         batch_first):
+    """float32, index=: the compiled loop reading each step's rows from the projected table,
+    against the NumPy loop on the same call and against the layer run on the gathered rows
+    (embedding, then the projection): outputs, final states and every gradient, the table's
+    included (token ids repeat, and row 0 is never read)."""
+    from layerwise.ops import rnn
+
+    rng = np.random.default_rng(4)
+    lw.manual_seed(0)
+    lstm = lw.nn.LSTM(5, 6, num_layers=2, batch_first=batch_first, bidirectional=True)
+    table = (rng.standard_normal((9, 5)) * 3).astype(np.float32)
+    index = rng.integers(1, 9, (3, 7))  # (B, T) or (T, B): 21 draws from 8 rows
+    h0, c0 = (rng.standard_normal((4, 7 if not batch_first else 3, 6)).astype(np.float32)
+              for _ in range(2))
+    probe = rng.standard_normal((3, 7, 12)).astype(np.float32)
+    results = []
+    for way in ("compiled", "numpy", "gathered"):
+        monkeypatch.setattr(rnn, "kernel",
+                            (lambda name: None) if way == "numpy" else kernels.kernel)
+        for p in lstm.parameters():
+            p.grad = None
+        tensors = [lw.tensor(a, requires_grad=True) for a in (table, h0, c0)]
+        if way == "gathered":
+            x = lw.nn.functional.embedding(lw.tensor(index), tensors[0])
+            out, (h_n, c_n) = lstm(x, (tensors[1], tensors[2]))
+        else:
+            out, (h_n, c_n) = lstm(lstm.project_input(tensors[0]), (tensors[1], tensors[2]),
+                                   projected=True, index=index)
+        ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
+        results.append([out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()]
+                       + [t.grad.numpy() for t in tensors]
+                       + [p.grad.numpy() for p in lstm.parameters()])
+    assert not results[0][3][0].any()  # the table row no step reads
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=TOL[np.float32], atol=TOL[np.float32])
+
+
 def test_lstm_forward_kernel_gates_at_the_extremes():
     """The compiled gates on inf, -inf and NaN pre-activations: sigmoid 1, 0, NaN and tanh 1,
     -1, NaN, as NumPy's 0.5 tanh(0.5 a) + 0.5 and tanh give."""
@@ -129,8 +169,8 @@ def test_lstm_forward_kernel_gates_at_the_extremes():
         hw[0, gate * h:(gate + 1) * h] = extremes
     acts, c, tanh_c = np.empty((1, 4 * h), np.float32), *np.empty((2, 1, h), np.float32)
     out = np.empty((1, 1, h), np.float32)
-    kernel(hw, np.zeros((1, 1, 4 * h), np.float32), 0, True, np.ones((1, h), np.float32), acts,
-           c, tanh_c, out)
+    kernel(hw, np.zeros((1, 4 * h), np.float32), np.zeros((1, 1), np.intp), 0, True,
+           np.ones((1, h), np.float32), acts, c, tanh_c, out)
     sigmoid, tanh = [1, 0, np.nan], [1, -1, np.nan]
     np.testing.assert_array_equal(acts[0], sigmoid + sigmoid + tanh + sigmoid)
     np.testing.assert_array_equal(c[0], [1 + 1, 0 + 0, np.nan])  # f c_prev + i g

@@ -132,8 +132,11 @@ def _rnn_case(name, T, B, I, H, nonlinearity="tanh", batch_first=False, reverse=
 
 
 def _module_case(
-    name, cls, num_layers, bidirectional, batch_first, T=3, B=2, I=2, H=2, projected=False, **kw
+    name, cls, num_layers, bidirectional, batch_first, T=3, B=2, I=2, H=2, projected=False,
+    index=None, **kw
 ):
+    """With ``index`` (token ids in the layout), the op's first input is an embedding table
+    (rows, I): the module gets its projection and index=, the reference table[index]."""
     lw.manual_seed(0)
     template = cls(
         I, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, **kw
@@ -142,6 +145,8 @@ def _module_case(
     dirs = 2 if bidirectional else 1
     n_states = 2 if cls is LSTM else 1
     xs = (B, T, I) if batch_first else (T, B, I)
+    if index is not None:
+        xs = (int(index.max()) + 2, I)  # a row no step reads: its gradient must stay zero
     shapes = (
         [xs]
         + [(num_layers * dirs, B, H)] * n_states
@@ -153,7 +158,9 @@ def _module_case(
         for n, p in zip(names, params):
             setattr(template, n, p)  # the module reads its weights by name at call time
         hx = tuple(states) if cls is LSTM else states[0]
-        if projected:  # layer 0's projection computed first, then handed in
+        if index is not None:  # the table's projection, and the rows to read
+            out, fin = template(template.project_input(x), hx, projected=True, index=index)
+        elif projected:  # layer 0's projection computed first, then handed in
             out, fin = template(template.project_input(x), hx, projected=True)
         else:
             out, fin = template(x, hx)
@@ -165,6 +172,8 @@ def _module_case(
 
     def ref(x, *rest):
         states, params = rest[:n_states], dict(zip(names, rest[n_states:]))
+        if index is not None:
+            x = x[index]
         out, fins = np_stacked(
             cell, x, states, params, num_layers, bidirectional, batch_first, **cell_kw
         )
@@ -214,6 +223,19 @@ CASES = [
     _module_case("RNN_2layer_bidirectional", RNN, 2, True, batch_first=False),
     _module_case("LSTM_projected_bidirectional", LSTM, 2, True, batch_first=True, projected=True),
     _module_case("GRU_projected", GRU, 1, False, batch_first=False, projected=True),
+    # token ids as in IDX below: repeats, so the table's gradient must add up the steps
+    _module_case(
+        "LSTM_table_rows_bidirectional_batch_first", LSTM, 2, True, batch_first=True,
+        projected=True, index=np.array([[0, 3, 3], [1, 3, 0]]),
+    ),
+    _module_case(
+        "LSTM_table_rows", LSTM, 1, False, batch_first=False, projected=True,
+        index=np.array([[2, 2], [0, 1], [2, 0]]),
+    ),
+    _module_case(
+        "GRU_table_rows_batch_first", GRU, 1, False, batch_first=True, projected=True,
+        index=np.array([[0, 3, 3], [1, 3, 0]]),
+    ),
     _module_case(
         "RNN_relu_bidirectional_nobias",
         RNN,

@@ -166,12 +166,14 @@ def _packed_attention(shapes, params, out, needs):
 def _recurrent(shapes, params, out, needs):
     # xw: the input projection (done by a LinearFunction before) with gates*H per step;
     # w_hh (gates*H, H): one recurrent GEMM per step, plus the gate arithmetic (~1 per gate).
-    xw = shapes[0]
+    # An LSTM given index= reads the rows of a projected table (V, 4H): index.size steps.
+    xw, index = shapes[0], params.get("index")
     # w_hh comes after h0 (and c0): the last 2-D input with gates*H rows
     w_hh = [s for s in shapes[1:] if len(s) == 2 and s[0] == xw[-1]][-1]
-    gemm = 2 * _numel(xw) * w_hh[1]
-    fwd = gemm + _numel(xw)
-    return fwd, (2 * gemm + _numel(xw)) if any(needs) else 0
+    gate_values = _numel(xw) if index is None else index.size * xw[-1]
+    gemm = 2 * gate_values * w_hh[1]
+    fwd = gemm + gate_values
+    return fwd, (2 * gemm + gate_values) if any(needs) else 0
 
 
 def _elementwise(shapes, params, out, needs):
