@@ -6,7 +6,8 @@
 For each workload, the training steps of both frameworks run interleaved in this process
 (a few steps of one, a pause, a few of the other, ...; timing.py says why not single steps)
 after a warm-up, and each is summarised by the mean of its fastest tenth of steps; batch-1
-inference of the MLP and CNN is timed the same way.
+inference of the MLP and CNN is timed the same way, layerwise both eager and through
+lw.compile (recorded once, replayed), against PyTorch eager.
 Columns:
     ms/step      that statistic
     speed        PyTorch's time / layerwise's (above 1: layerwise is faster)
@@ -141,7 +142,10 @@ def compare(names, threads, with_torch, aa):
         for name, (title, make_model, shape) in workloads.INFERENCE.items():
             if name not in names:
                 continue
-            fns = {"layerwise": workloads.infer_layerwise(make_model, shape)}
+            # eager, and recorded once and replayed by lw.compile (what a deployed batch-1
+            # forward would use: its time is mostly Python around small products)
+            fns = {"layerwise": workloads.infer_layerwise(make_model, shape),
+                   "layerwise compiled": workloads.infer_layerwise(make_model, shape, True)}
             if with_torch:
                 fns["pytorch"] = workloads.infer_pytorch(make_model, shape)
             n_steps, block = INFERENCE_STEPS
@@ -173,9 +177,11 @@ def print_table(peak, rows, inference, threads, aa):
               f"{_fmt(pt and flops / pt / peak, '.0%')} | {_fmt(mem.get('layerwise'), '.1f')} | "
               f"{_fmt(mem.get('pytorch'), '.1f')} |")
     for name, s in inference:
-        lw, pt = s["layerwise"], s.get("pytorch")
-        print(f"| {name} inference, batch 1 | {lw * 1e3:.3f} | {_fmt(pt and pt * 1e3, '.3f')} | "
-              f"{_fmt(pt and pt / lw, '.2f')}x | | | | |")
+        pt = s.get("pytorch")
+        for contender, label in (("layerwise", ""), ("layerwise compiled", ", lw.compile")):
+            lw = s[contender]
+            print(f"| {name} inference, batch 1{label} | {lw * 1e3:.3f} | "
+                  f"{_fmt(pt and pt * 1e3, '.3f')} | {_fmt(pt and pt / lw, '.2f')}x | | | | |")
 
 
 def main():

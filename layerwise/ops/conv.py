@@ -30,6 +30,12 @@ _as_strided = xp.lib.stride_tricks.as_strided
 
 def as_pair(value, name, op):
     """An int or a pair of ints as a pair of ints, checked."""
+    # The common cases first, by exact type (a bool is not an int here): this runs several
+    # times per conv and pool call, and the general check below took ~2 us of each.
+    if type(value) is int:
+        return (value, value)
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int:
+        return value
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
