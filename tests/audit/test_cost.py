@@ -64,6 +64,27 @@ def test_attention_flops_match_hand_count():
         2 * b * t * e * 3 * e + b * t * 3 * e + 2 * b * t * e * e + b * t * e)
 
 
+def test_lstm_flops_match_hand_count_with_and_without_a_table():
+    """One recurrent product per step (2 T B G H) plus ~1 per gate value, forward; the
+    backward twice the products. index= reads a (V, G) table's rows: still T*B steps."""
+    import numpy as np
+
+    b, t, v, e, h = 3, 4, 6, 5, 2
+    g = 4 * h
+    lstm = nn.LSTM(e, h, batch_first=True)
+    table = lw.randn(v, e)
+    ids = np.arange(b * t).reshape(b, t) % v
+    counts = []
+    for use_index in (False, True):
+        with count_flops(lstm) as report:
+            if use_index:
+                lstm(lstm.project_input(table), projected=True, index=ids)
+            else:
+                lstm(lw.tensor(table.numpy()[ids]))
+        counts.append(report.by_op()["LSTMFunction"]["forward_flops"])
+    assert counts == [2 * t * b * g * h + t * b * g] * 2
+
+
 def test_sdpa_flops_and_counter_restores_apply():
     from layerwise.autograd.function import Function
     before = Function.__dict__["apply"]
