@@ -80,6 +80,11 @@ CASES = [
     OpCase("squeeze", lambda a: a.squeeze(1), lambda a: np.squeeze(a, 1), [((3, 1, 4),)]),
     OpCase("expand", lambda a: a.expand(2, 3, 4), lambda a: np.broadcast_to(a, (2, 3, 4)), [((3, 1),), ((4,),), ((),)]),
     OpCase("slice", lambda a: a[1:, ::2], lambda a: a[1:, ::2], [((3, 4),), ((4, 5, 2),)]),
+    # a run of one axis, as a packed output's x[:n]
+    OpCase("slice_run_first", lambda a: a[1:3], lambda a: a[1:3], [((4, 3),), ((7,),)]),
+    OpCase("slice_run_middle", lambda a: a[:, 1:, :], lambda a: a[:, 1:, :], [((2, 3, 4),)]),
+    OpCase("slice_run_last", lambda a: a[:, -2:], lambda a: a[:, -2:], [((3, 4),)]),
+    OpCase("slice_all", lambda a: a[:] * 2, lambda a: a[:] * 2, [((3, 4),)]),
     OpCase("int_index", lambda a: a[1, -1], lambda a: a[1, -1], [((3, 4),)]),
     OpCase("ellipsis_none", lambda a: a[..., None, 0], lambda a: a[..., None, 0], [((3, 4),), ((2, 3, 5),)]),
     OpCase("fancy_repeat", lambda a: a[[0, 2, 0, 0]], lambda a: a[[0, 2, 0, 0]], [((3, 4),), ((3,),)]),
@@ -98,3 +103,4 @@ CASES = [
 ]
 
 test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
+
