@@ -103,4 +103,3 @@ CASES = [
 ]
 
 test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
-
