@@ -27,12 +27,11 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import fastest_tenth_mean, interleaved, pin_threads  # noqa: E402
+from timing import interleaved, pin_threads  # noqa: E402
 import workloads  # noqa: E402
 
 # timed steps, and steps per turn of the interleaving (see timing.interleaved). 100 steps
