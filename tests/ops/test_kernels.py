@@ -488,3 +488,14 @@ def test_cross_entropy_kernels_match_numpy_and_float64(monkeypatch, reduction):
         want, grad = rows, grad * weights[:, None]
     np.testing.assert_allclose(compiled[0], want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(compiled[1], grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(1024, 32), (37, 5), (16, 3), (5, 16), (0, 4), (4, 0)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transpose_kernel_matches_numpy(shape, dtype):
+    """The tiled transposition (the LSTM's hidden product) on whole tiles of sixteen rows, a
+    remainder, only a remainder, and empty arrays."""
+    src = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    dst = np.full(shape[::-1], np.nan, dtype)
+    kernels.kernel("transpose_into")(src, dst)
+    np.testing.assert_array_equal(dst, src.T)
