@@ -98,8 +98,8 @@ def preload(dtype="float32"):
                                   xp.zeros(4))
     state, gates = xp.ones((1, 1), dtype), xp.ones((1, 1, 4), dtype)
     for batch_first in (True, False):
-        kernel("lstm_cell_backward")(state, state[None], 0, batch_first, state.copy(), gates[0],
-                                     state, state, gates.copy())
+        kernel("lstm_cell_backward")(state, 0, state[None], 0, batch_first, state.copy(),
+                                     gates[0], state, state, gates.copy())
     x4 = xp.ones((1, 2, 2, 4), dtype)
     kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, x4[:, :1, :1].copy(),
                                xp.zeros((1, 1, 1, 4), xp.int8))
@@ -125,7 +125,7 @@ def preload(dtype="float32"):
         kernel("cross_entropy_backward_rows")(m, target, -100, v[:2], m.copy())
         gates, state = xp.ones((1, 4), dtype), xp.ones((1, 1), dtype)
         for batch_first in (True, False):
-            kernel("lstm_cell_forward_f32")(gates, gates, xp.zeros((1, 1), xp.intp), 0,
+            kernel("lstm_cell_forward_f32")(gates, 0, gates, xp.zeros((1, 1), xp.intp), 0,
                                             batch_first, state, gates.copy(), state.copy(),
                                             state.copy(), state[None].copy())
     return True
@@ -209,11 +209,12 @@ def layer_norm_backward(g, x_hat, rstd, weight, dx, dweight, dbias):
             row_dx[j] = (row_g[j] * weight[j] - a - row_hat[j] * c) * inv
 
 
-def lstm_cell_backward(dh, dout, step, batch_first, dc, a, tanh_c, c_prev, da):
-    """One LSTM time step backwards, elementwise part (rnn.py's LSTMFunction has the formulas):
-    with dh + dout's ``step`` as the hidden state's gradient, fills that step of da = the
-    gradient of the gate pre-activations (i, f, g, o) and turns dc into the gradient of the
-    previous cell state. a holds the activations. dout (B, T, H) and da (B, T, 4H) with
+def lstm_cell_backward(dh, first, dout, step, batch_first, dc, a, tanh_c, c_prev, da):
+    """One LSTM time step backwards, elementwise part (rnn.py's LSTMFunction has the formulas),
+    for the batch rows first .. first + len(dh): with dh (n, H) + dout's ``step`` as their
+    hidden state's gradient, fills that step of da = the gradient of the gate pre-activations
+    (i, f, g, o) and turns dc (B, H) into the gradient of the previous cell state, in those
+    rows only. a (B, 4H) holds the activations. dout (B, T, H) and da (B, T, 4H) with
     ``batch_first``, else (T, B, .), come whole, so that each row numba sees is known to be
     contiguous. Passed a step's slices, strided with batch_first, the loops were not
     vectorised, and da went through a scratch array and a copy: the LSTM workload's training
@@ -221,14 +222,14 @@ def lstm_cell_backward(dh, dout, step, batch_first, dc, a, tanh_c, c_prev, da):
     Three loops per row, each writing at most two arrays, rather than one: LLVM vectorises a
     loop only when it can check that the arrays it writes do not overlap the others, and
     gives up when there are too many pairs to check (31 -> 20 us a step at B=32, H=256)."""
-    b_size, h_size = dh.shape
-    for b in range(b_size):
-        ab, dcb = a[b], dc[b]
+    n, h_size = dh.shape
+    for b in range(first, first + n):
+        ab, dcb, dhb = a[b], dc[b], dh[b - first]
         dab = da[b, step] if batch_first else da[step, b]
         doutb = dout[b, step] if batch_first else dout[step, b]
         for j in range(h_size):  # the cell state's gradient and the output gate's
             t, o = tanh_c[b, j], ab[3 * h_size + j]
-            d_h = dh[b, j] + doutb[j]
+            d_h = dhb[j] + doutb[j]
             dcb[j] = dcb[j] + d_h * o * (1 - t * t)
             dab[3 * h_size + j] = d_h * t * o * (1 - o)
         for j in range(h_size):  # the input, forget and cell gates'

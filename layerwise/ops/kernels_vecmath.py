@@ -225,20 +225,23 @@ def gelu_tanh_backward_f32(dx, g, x):
         dx[i] = g[i] * (f32(0.5) * (f32(1) + t) + f32(0.5) * xi * (f32(1) - t * t) * dinner)
 
 
-def lstm_cell_forward_f32(hw, rows, index, t, batch_first, c_prev, acts, c, tanh_c, out):
-    """One LSTM time step forward, elementwise part (rnn.py's LSTMFunction has the formulas):
-    from the hidden product hw (B, 4H) and the input projection of each sequence's step t,
-    row index[b, t] of ``rows`` (R, 4H) with ``batch_first`` (index (B, T)), else row
-    index[t, b], fills acts (B, 4H) = the gate activations (i, f, g, o), c (B, H) = f c_prev
-    + i g, tanh_c = tanh(c) and step t of out ((B, T, H) or (T, B, H)) = o tanh_c.
-    ``rows`` is the projected sequence flattened (index counting its rows), or a projected
-    embedding table (index the token ids): read in place of a gathered copy. out is passed
-    whole, so that each row numba sees is known to be contiguous."""
-    batch, h4 = hw.shape
+def lstm_cell_forward_f32(hw, first, rows, index, t, batch_first, c_prev, acts, c, tanh_c,
+                          out):
+    """One LSTM time step forward, elementwise part (rnn.py's LSTMFunction has the formulas),
+    for the batch rows first .. first + len(hw): from their hidden product hw (n, 4H) and the
+    input projection of each sequence's step t, row index[b, t] of ``rows`` (R, 4H) with
+    ``batch_first`` (index (B, T)), else row index[t, b], fills acts (B, 4H) = the gate
+    activations (i, f, g, o), c (B, H) = f c_prev + i g, tanh_c = tanh(c) and step t of out
+    ((B, T, H) or (T, B, H)) = o tanh_c, in those rows only: two calls for two row ranges
+    can run at once. ``rows`` is the projected sequence flattened (index counting its rows),
+    or a projected embedding table (index the token ids): read in place of a gathered copy.
+    The step's arrays and out are passed whole, so that each row numba sees is known to be
+    contiguous."""
+    n, h4 = hw.shape
     h = h4 // 4
-    for b in range(batch):
+    for b in range(first, first + n):
         x_row = rows[index[b, t]] if batch_first else rows[index[t, b]]
-        h_row, a_row = hw[b], acts[b]
+        h_row, a_row = hw[b - first], acts[b]
         for j in range(2 * h):  # input and forget gates
             a_row[j] = sigmoid_f32(h_row[j] + x_row[j])
         for j in range(2 * h, 3 * h):  # the cell candidate

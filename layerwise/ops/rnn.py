@@ -26,7 +26,7 @@ t = T-1 down to 0 (the second direction of a bidirectional layer); outputs stay 
 either way. Gate orders and equations are PyTorch's (torch.nn.LSTM / GRU / RNN docs).
 """
 
-from layerwise.backend import xp
+from layerwise.backend import threads, xp
 from layerwise.autograd.function import Function
 from layerwise.ops.embedding import scatter_add_rows
 from layerwise.ops.kernels import kernel
@@ -70,6 +70,13 @@ class _Sequence(Function):
         return dA.reshape(-1, dA.shape[-1]).T @ self.hprev.reshape(-1, self.hprev.shape[-1])
 
 
+# The LSTM's loops run as two halves of the batch from this many rows and this much work (the
+# hidden products' multiply-adds over the sequence, T * B * 4H * H; the LSTM workload has
+# 537 M): below it the ~0.2 ms of parking and restarting OpenBLAS's threads, once each way,
+# would eat a gain of ~3% of the loops. Measured at B=32 only.
+MIN_BATCH_IN_HALVES, MIN_WORK_IN_HALVES = 16, 1 << 28
+
+
 class LSTMFunction(_Sequence):
     """Inputs xw (layout + (4H,)) = x W_ih^T + b_ih + b_hh, h0 (B, H), c0 (B, H), w_hh (4H, H).
 
@@ -104,25 +111,11 @@ class LSTMFunction(_Sequence):
         h, c = h0, c0
         fused = kernel("lstm_cell_forward_f32") if dtype == xp.float32 else None
         if fused is not None:
-            # One compiled pass per step (kernels_vecmath.py) instead of eleven NumPy ones
-            # (LSTM workload forward 14.8 -> 11.9 ms alone, training step 1.033x on average
-            # over five in-process A/B runs). Its rows must be contiguous, so the hidden
-            # product, taken in _hidden_gemm's faster order as (4H, B), is transposed into
-            # (B, 4H) by a compiled tiled copy: OpenBLAS runs that order in 110-175 us where
-            # h @ W_hh^T in C order takes 145-210 us (B=32, H=256, two threads; the copy
-            # 10.5 us). Training step 0.990-1.076x over fifteen in-process A/B runs, 1.02x
-            # on average (in the loop the products run slower than alone, and the gain less).
             rows, index = self._rows(xw, index)
-            transpose = kernel("transpose_into")
-            hw_t = xp.empty((4 * H, self.B), dtype=dtype)  # W_hh h^T
-            hw = xp.empty((self.B, 4 * H), dtype=dtype)  # h W_hh^T, the kernel's rows
-            c = xp.ascontiguousarray(c0, dtype=dtype)
-            for t in self._order():
-                hprev_t[t] = h
-                xp.matmul(w_hh, h.T, out=hw_t)  # (4H, H) @ (H, B)
-                transpose(hw_t, hw)
-                fused(hw, rows, index, t, batch_first, c, acts_t[t], cs_t[t], tanh_t[t], out)
-                h, c = out_t[t], cs_t[t]
+            c0 = xp.ascontiguousarray(c0, dtype=dtype)
+            arrays = (w_hh, h0, c0, rows, index, out, acts_t, cs_t, tanh_t, hprev)
+            self._over_rows(lambda part: self._forward_rows(part, *arrays), w_hh)
+            c = cs_t[self._order()[-1]] if self.T else c0
             return self._finish_forward(packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev)
         # sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, so all four gates are one tanh:
         # act = tanh(a * scale) * scale + shift, scale 0.5 (i, f, o) or 1 (g), shift 0.5 or 0.
@@ -144,6 +137,65 @@ class LSTMFunction(_Sequence):
             xp.tanh(c, out=tanh_t[t])
             h = xp.multiply(a[:, 3 * H :], tanh_t[t], out=out_t[t])
         return self._finish_forward(packed, n_out, c, w_hh, c0, acts_t, cs_t, tanh_t, hprev)
+
+    def _forward_rows(self, part, w_hh, h0, c0, rows, index, out, acts_t, cs_t, tanh_t, hprev):
+        """The compiled time loop for the batch rows ``part`` (a slice), writing only theirs.
+
+        One compiled pass per step (kernels_vecmath.py) instead of eleven NumPy ones (LSTM
+        workload forward 14.8 -> 11.9 ms alone, training step 1.033x on average over five
+        in-process A/B runs). Its rows must be contiguous, so the hidden product, taken in
+        _hidden_gemm's faster order as (4H, n), is transposed into (n, 4H) by a compiled tiled
+        copy: OpenBLAS runs that order in 110-175 us where h @ W_hh^T in C order takes 145-210
+        us (B=32, H=256, two threads; the copy 10.5 us). Training step 0.990-1.076x over
+        fifteen in-process A/B runs, 1.02x on average (in the loop the products run slower
+        than alone, and the gain is less).
+        """
+        fused, transpose = kernel("lstm_cell_forward_f32"), kernel("transpose_into")
+        n, H = part.stop - part.start, w_hh.shape[1]
+        hw_t = xp.empty((4 * H, n), dtype=out.dtype)  # W_hh h^T
+        hw = xp.empty((n, 4 * H), dtype=out.dtype)  # h W_hh^T, the kernel's rows
+        out_t, hprev_t = self._tm(out), self._tm(hprev)
+        h, c = h0[part], c0
+        for t in self._order():
+            hprev_t[t, part] = h
+            xp.matmul(w_hh, h.T, out=hw_t)  # (4H, H) @ (H, n)
+            transpose(hw_t, hw)
+            fused(hw, part.start, rows, index, t, self.batch_first, c, acts_t[t], cs_t[t],
+                  tanh_t[t], out)
+            h, c = out_t[t, part], cs_t[t]
+
+    def _backward_rows(self, part, dout, dc, dA):
+        """The compiled backward loop for the batch rows ``part``: fills their rows of dA and
+        dc and returns their dh (n, H), the gradient of h0."""
+        fused = kernel("lstm_cell_backward")
+        acts_t, cs_t, tanh_t, dA_t = self.acts_t, self.cs_t, self.tanh_t, self._tm(dA)
+        step_back = 1 if self.reverse else -1  # where the previous step's state lives
+        first = self.T - 1 if self.reverse else 0
+        dh = xp.zeros((part.stop - part.start, self.w_hh.shape[1]), dtype=dA.dtype)
+        for t in reversed(self._order()):
+            c_prev = self.c0 if t == first else cs_t[t + step_back]
+            fused(dh, part.start, dout, t, self.batch_first, dc, acts_t[t], tanh_t[t], c_prev,
+                  dA)
+            dh = dA_t[t, part] @ self.w_hh  # (n, 4H) @ (4H, H)
+        return dh
+
+    # --- the batch in two halves, one per core (backend/threads.py) ---------------------------
+    # The sequences of a batch are independent, so the compiled loops can run over two halves
+    # of the batch at once, each half's products on one BLAS thread. The 16-row product on
+    # one core takes 120-130 us a step, about what the 32-row one takes on two, so the gain
+    # is the elementwise passes, now on two cores, and the hand-over between the cores of
+    # every step's product: LSTM workload forward 11.57 -> 10.97 ms and backward 18.17 ->
+    # 17.95 ms (fastest tenth); the training step 0.993-1.051x over eight in-process A/B runs
+    # of a first version (1.029x on average), 1.020-1.041x over four as written here.
+
+    def _over_rows(self, work, w_hh):
+        """work(part) over the whole batch, or over its two halves on two cores at once when
+        there is enough of it (the hidden products' multiply-adds, T * B * 4H * H)."""
+        b = self.B
+        if b >= MIN_BATCH_IN_HALVES and self.T * b * w_hh.size >= MIN_WORK_IN_HALVES:
+            cut = b // 2
+            return threads.run_pair(lambda: work(slice(0, cut)), lambda: work(slice(cut, b)))
+        return (work(slice(0, b)),)
 
     def _rows(self, xw, index):
         """(rows (R, 4H) contiguous, index into them in the layout) for the compiled step: the
@@ -170,12 +222,11 @@ class LSTMFunction(_Sequence):
         acts_t, cs_t, tanh_t, dA_t = self.acts_t, self.cs_t, self.tanh_t, self._tm(dA)
         step_back = 1 if self.reverse else -1  # where the previous step's state lives
         first = self.T - 1 if self.reverse else 0
-        fused = kernel("lstm_cell_backward")
-        if fused is not None:  # the elementwise part of each step as one compiled loop
-            for t in reversed(self._order()):
-                c_prev = self.c0 if t == first else cs_t[t + step_back]
-                fused(dh, dout, t, self.batch_first, dc, acts_t[t], tanh_t[t], c_prev, dA)
-                dh = dA_t[t] @ self.w_hh  # (B, 4H) @ (4H, H)
+        if kernel("lstm_cell_backward") is not None:  # each step's elementwise part compiled
+            parts = self._over_rows(lambda part: (part, self._backward_rows(part, dout, dc, dA)),
+                                    self.w_hh)
+            for part, dh_part in parts:
+                dh[part] = dh_part
             return self._xw_grad(dA), dh, dc, self._w_hh_grad(dA, 3)
         da = xp.empty((B, 4 * H), dtype=g.dtype)  # contiguous scratch, copied into dA per step
         dout_t = self._tm(dout)

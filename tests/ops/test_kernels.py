@@ -158,6 +158,61 @@ def test_lstm_reading_table_rows_matches_numpy_and_the_gathered_sequence(monkeyp
             np.testing.assert_allclose(a, b, rtol=TOL[np.float32], atol=TOL[np.float32])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("table", [False, True])
+def test_lstm_in_two_halves_of_the_batch_matches_one_loop(monkeypatch, dtype, batch_first,
+                                                          table):
+    """The compiled loops over two halves of an odd batch (2 and 3 rows) against one loop over
+    all 5: outputs, final states and every gradient, both directions; float64 runs only the
+    backward kernel in halves. A spy checks that the halves really ran."""
+    from layerwise.backend import threads
+    from layerwise.ops import rnn
+
+    if table and dtype == np.float64:
+        pytest.skip("the table path is the float32 model's")
+    rng = np.random.default_rng(5)
+    lw.manual_seed(0)
+    lstm = lw.nn.LSTM(4, 6, num_layers=2, batch_first=batch_first, bidirectional=True)
+    if dtype == np.float64:
+        lstm = lstm.double()
+    batch, steps = 5, 7
+    shape = (batch, steps) if batch_first else (steps, batch)
+    index = rng.integers(0, 9, shape)
+    source = (rng.standard_normal((9, 4) if table else shape + (4,)) * 3).astype(dtype)
+    h0, c0 = (rng.standard_normal((4, batch, 6)).astype(dtype) for _ in range(2))
+    probe = rng.standard_normal(shape + (12,)).astype(dtype)
+    pairs = []
+    real_run_pair = threads.run_pair
+
+    def spy(first, second):
+        pairs.append(1)
+        return real_run_pair(first, second)
+
+    monkeypatch.setattr(threads, "run_pair", spy)
+    results = []
+    for halves in (False, True):
+        monkeypatch.setattr(rnn, "MIN_BATCH_IN_HALVES", 2 if halves else 10**9)
+        monkeypatch.setattr(rnn, "MIN_WORK_IN_HALVES", 0)
+        for p in lstm.parameters():
+            p.grad = None
+        tensors = [lw.tensor(a, requires_grad=True) for a in (source, h0, c0)]
+        state = (tensors[1], tensors[2])
+        if table:
+            out, (h_n, c_n) = lstm(lstm.project_input(tensors[0]), state, projected=True,
+                                   index=index)
+        else:
+            out, (h_n, c_n) = lstm(tensors[0], state)
+        ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
+        results.append([out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()]
+                       + [t.grad.numpy() for t in tensors]
+                       + [p.grad.numpy() for p in lstm.parameters()])
+    # two layers by two directions: each backward loop in halves, and in float32 each forward
+    assert len(pairs) == (8 if dtype == np.float32 else 4)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
 def test_lstm_forward_kernel_gates_at_the_extremes():
     """The compiled gates on inf, -inf and NaN pre-activations: sigmoid 1, 0, NaN and tanh 1,
     -1, NaN, as NumPy's 0.5 tanh(0.5 a) + 0.5 and tanh give."""
@@ -169,7 +224,7 @@ def test_lstm_forward_kernel_gates_at_the_extremes():
         hw[0, gate * h:(gate + 1) * h] = extremes
     acts, c, tanh_c = np.empty((1, 4 * h), np.float32), *np.empty((2, 1, h), np.float32)
     out = np.empty((1, 1, h), np.float32)
-    kernel(hw, np.zeros((1, 4 * h), np.float32), np.zeros((1, 1), np.intp), 0, True,
+    kernel(hw, 0, np.zeros((1, 4 * h), np.float32), np.zeros((1, 1), np.intp), 0, True,
            np.ones((1, h), np.float32), acts, c, tanh_c, out)
     sigmoid, tanh = [1, 0, np.nan], [1, -1, np.nan]
     np.testing.assert_array_equal(acts[0], sigmoid + sigmoid + tanh + sigmoid)
