@@ -37,7 +37,7 @@ import workloads  # noqa: E402
 # timed steps, and steps per turn of the interleaving (see timing.interleaved). 100 steps
 # (60 of the GPT's) rather than 40: the statistic is then the mean of 10 steps, not 4, and
 # twice as many turns give each contender more chances at the machine's fast spells.
-STEPS = {"mlp": (200, 20), "cnn": (100, 5), "gpt": (60, 4), "lstm": (100, 5)}
+STEPS = {"mlp": (200, 20), "cnn": (100, 5), "gpt": (60, 4), "gpt-halves": (60, 4), "lstm": (100, 5)}
 INFERENCE_STEPS = (500, 50)
 
 
@@ -91,7 +91,8 @@ def probe_memory(framework, name, threads, steps=3):
         from layerwise.ops.kernels import preload
 
         preload("float32")
-    step = getattr(workloads, f"{name}_{framework}")()
+    _, build_lw, build_torch = workloads.WORKLOADS[name]
+    step = (build_lw if framework == "layerwise" else build_torch)()
     before = _resident_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
         f.write("5")

@@ -141,6 +141,26 @@ def gpt_layerwise(compiled=False):
                     lambda m, idx, targets: m(idx, targets)[1], (idx, targets), compiled)
 
 
+def gpt_halves_layerwise(compiled=False):
+    """The GPT step with its forward and backward as two halves of the batch on two cores
+    (lw.parallel.backward_in_halves): the same model, data, loss and optimizer."""
+    import layerwise as lw
+    from layerwise import optim
+    from layerwise.models import GPT, GPTConfig
+
+    lw.manual_seed(0)
+    model = GPT(GPTConfig(**GPT_SHAPE, dropout=0.0))
+    idx, targets = _data((16, 128), 96, (16, 128), ints=True)
+    idx, targets = lw.tensor(idx), lw.tensor(targets)
+    opt = optim.AdamW(model.parameters(), lr=3e-4)
+
+    def step():
+        opt.zero_grad()
+        lw.parallel.backward_in_halves(model, lambda i, t: model(i, t)[1], idx, targets)
+        opt.step()
+    return step
+
+
 def gpt_pytorch():
     import torch
 
@@ -242,11 +262,14 @@ INFERENCE = {
     "cnn": ("CNN conv32-conv64-fc128, batch 1, forward", _cnn, (1, 1, 28, 28)),
 }
 
-FLOPS = {"mlp": MLP_FLOPS, "cnn": CNN_FLOPS, "gpt": GPT_FLOPS, "lstm": LSTM_FLOPS}
+FLOPS = {"mlp": MLP_FLOPS, "cnn": CNN_FLOPS, "gpt": GPT_FLOPS, "gpt-halves": GPT_FLOPS,
+         "lstm": LSTM_FLOPS}
 
 WORKLOADS = {
     "mlp": ("MLP 784-512-512-10, batch 128, Adam", mlp_layerwise, mlp_pytorch),
     "cnn": ("CNN conv32-conv64-fc128, batch 64, 28x28, Adam", cnn_layerwise, cnn_pytorch),
     "gpt": ("GPT 4 layers, d=128, 4 heads, context 128, vocab 96, batch 16, AdamW", gpt_layerwise, gpt_pytorch),
+    "gpt-halves": ("the same GPT step, layerwise's as two halves of the batch on two cores "
+                   "(lw.parallel.backward_in_halves)", gpt_halves_layerwise, gpt_pytorch),
     "lstm": ("LSTM LM vocab 96, embedding/hidden 256, sequence 64, batch 32, Adam", lstm_layerwise, lstm_pytorch),
 }

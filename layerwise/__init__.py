@@ -31,4 +31,4 @@ long = int64
 __version__ = "0.1.0"
 
 # Subpackages, reachable as lw.nn, lw.optim, ... as in PyTorch (they import the names above).
-from layerwise import data, models, nn, optim  # noqa: E402
+from layerwise import data, models, nn, optim, parallel  # noqa: E402

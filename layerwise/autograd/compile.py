@@ -103,7 +103,7 @@ class CompiledFunction:
 def _signature(args):
     """What a record is valid for: grad mode and each argument's shape, dtype and
     requires_grad (Tensors) or value (hashable constants)."""
-    parts = [grad_mode._enabled]
+    parts = [grad_mode.state.enabled]
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
             parts.append((tuple(a.shape), str(a.dtype), a.requires_grad))

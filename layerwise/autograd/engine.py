@@ -6,6 +6,8 @@ problem. Gradients meet in a dict keyed by node; a leaf that requires grad accum
 caller asks to keep the graph.
 """
 
+import threading
+
 from layerwise.backend import xp
 from layerwise.autograd import anomaly, recording
 
@@ -120,8 +122,19 @@ def route_grads(grads, keys, needs_input_grad, input_grads):
         grads[key] = pg if previous is None else previous + pg
 
 
+class _Sink(threading.local):
+    """Where this thread's backward passes put leaf gradients instead of ``.grad``: None, or a
+    dict id(tensor) -> (tensor, gradient) while layerwise.parallel runs half a batch here, so
+    that two threads never add into the same ``.grad`` at once."""
+
+    grads = None
+
+
+sink = _Sink()
+
+
 def _accumulate_leaf(tensor, g, handed_out):
-    """Store or add ``g`` into ``tensor.grad``.
+    """Store or add ``g`` into ``tensor.grad`` (or into this thread's sink).
 
     A backward may hand out a read-only broadcast view, a view of another array, or the very
     array it gave another input (Add passes ``g`` to both). ``.grad`` must own its memory,
@@ -129,6 +142,10 @@ def _accumulate_leaf(tensor, g, handed_out):
     """
     from layerwise.autograd.tensor import Tensor
 
+    if sink.grads is not None:
+        _, previous = sink.grads.get(id(tensor), (None, None))
+        sink.grads[id(tensor)] = (tensor, g if previous is None else previous + g)
+        return
     if tensor.grad is not None:
         tensor.grad = Tensor(tensor.grad.data + g.astype(tensor.data.dtype, copy=False))
         return

@@ -27,7 +27,7 @@ class Function:
     def apply(cls, *inputs, **params):
         """Inputs are Tensors (the differentiable arguments); params are plain values."""
         ctx = cls()
-        track = grad_mode._enabled and any(t.requires_grad for t in inputs)
+        track = grad_mode.state.enabled and any(t.requires_grad for t in inputs)
         if track:
             ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
         out = Tensor(ctx.forward(*[t.data for t in inputs], **params), requires_grad=track)

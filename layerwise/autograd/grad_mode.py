@@ -2,17 +2,25 @@
 
 import contextlib
 import functools
+import threading
 
-_enabled = True
+
+class _State(threading.local):
+    """Per thread, as in PyTorch: a ``no_grad`` block in one thread must not stop another
+    thread's ops from recording (layerwise.parallel runs two halves of a batch in two)."""
+
+    enabled = True  # every thread starts with grad mode on
+
+
+state = _State()
 
 
 def is_grad_enabled():
-    return _enabled
+    return state.enabled
 
 
 def set_grad_enabled(mode):
-    global _enabled
-    _enabled = bool(mode)
+    state.enabled = bool(mode)
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -22,12 +30,10 @@ class _GradMode(contextlib.ContextDecorator):
         self.mode = mode
 
     def __enter__(self):
-        global _enabled
-        self.previous, _enabled = _enabled, self.mode
+        self.previous, state.enabled = state.enabled, self.mode
 
     def __exit__(self, *exc):
-        global _enabled
-        _enabled = self.previous
+        state.enabled = self.previous
         return False
 
 
