@@ -37,7 +37,8 @@ import workloads  # noqa: E402
 # timed steps, and steps per turn of the interleaving (see timing.interleaved). 100 steps
 # (60 of the GPT's) rather than 40: the statistic is then the mean of 10 steps, not 4, and
 # twice as many turns give each contender more chances at the machine's fast spells.
-STEPS = {"mlp": (200, 20), "cnn": (100, 5), "gpt": (60, 4), "gpt-halves": (60, 4), "lstm": (100, 5)}
+STEPS = {"mlp": (200, 20), "cnn": (100, 5), "cnn-halves": (100, 5), "gpt": (60, 4),
+         "gpt-halves": (60, 4), "lstm": (100, 5)}
 INFERENCE_STEPS = (500, 50)
 
 

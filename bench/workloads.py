@@ -32,6 +32,18 @@ def _lw_step(model, opt, loss_of, data, compiled):
     return lambda: step(*data)
 
 
+def _lw_halves_step(model, opt, loss_of, data):
+    """The step with its forward and backward as two halves of the batch on two cores
+    (lw.parallel.backward_in_halves): the same model, data, loss and optimizer."""
+    import layerwise as lw
+
+    def step():
+        opt.zero_grad()
+        lw.parallel.backward_in_halves(model, lambda *part: loss_of(model, *part), *data)
+        opt.step()
+    return step
+
+
 def _torch_step(model, opt, loss_of):
     def step():
         opt.zero_grad()
@@ -109,6 +121,18 @@ def cnn_layerwise(compiled=False):
                     lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled)
 
 
+def cnn_halves_layerwise():
+    import layerwise as lw
+    from layerwise import nn, optim
+    import layerwise.nn.functional as F
+
+    lw.manual_seed(0)
+    model = _cnn(nn)
+    x, y = _data((64, 1, 28, 28), 10, 64)
+    return _lw_halves_step(model, optim.Adam(model.parameters(), lr=1e-3),
+                           lambda m, x, y: F.cross_entropy(m(x), y), (lw.tensor(x), lw.tensor(y)))
+
+
 def cnn_pytorch():
     import torch
 
@@ -141,9 +165,7 @@ def gpt_layerwise(compiled=False):
                     lambda m, idx, targets: m(idx, targets)[1], (idx, targets), compiled)
 
 
-def gpt_halves_layerwise(compiled=False):
-    """The GPT step with its forward and backward as two halves of the batch on two cores
-    (lw.parallel.backward_in_halves): the same model, data, loss and optimizer."""
+def gpt_halves_layerwise():
     import layerwise as lw
     from layerwise import optim
     from layerwise.models import GPT, GPTConfig
@@ -151,14 +173,9 @@ def gpt_halves_layerwise(compiled=False):
     lw.manual_seed(0)
     model = GPT(GPTConfig(**GPT_SHAPE, dropout=0.0))
     idx, targets = _data((16, 128), 96, (16, 128), ints=True)
-    idx, targets = lw.tensor(idx), lw.tensor(targets)
-    opt = optim.AdamW(model.parameters(), lr=3e-4)
-
-    def step():
-        opt.zero_grad()
-        lw.parallel.backward_in_halves(model, lambda i, t: model(i, t)[1], idx, targets)
-        opt.step()
-    return step
+    return _lw_halves_step(model, optim.AdamW(model.parameters(), lr=3e-4),
+                           lambda m, idx, targets: m(idx, targets)[1],
+                           (lw.tensor(idx), lw.tensor(targets)))
 
 
 def gpt_pytorch():
@@ -262,12 +279,14 @@ INFERENCE = {
     "cnn": ("CNN conv32-conv64-fc128, batch 1, forward", _cnn, (1, 1, 28, 28)),
 }
 
-FLOPS = {"mlp": MLP_FLOPS, "cnn": CNN_FLOPS, "gpt": GPT_FLOPS, "gpt-halves": GPT_FLOPS,
-         "lstm": LSTM_FLOPS}
+FLOPS = {"mlp": MLP_FLOPS, "cnn": CNN_FLOPS, "cnn-halves": CNN_FLOPS, "gpt": GPT_FLOPS,
+         "gpt-halves": GPT_FLOPS, "lstm": LSTM_FLOPS}
 
 WORKLOADS = {
     "mlp": ("MLP 784-512-512-10, batch 128, Adam", mlp_layerwise, mlp_pytorch),
     "cnn": ("CNN conv32-conv64-fc128, batch 64, 28x28, Adam", cnn_layerwise, cnn_pytorch),
+    "cnn-halves": ("the same CNN step, layerwise's as two halves of the batch on two cores "
+                   "(lw.parallel.backward_in_halves)", cnn_halves_layerwise, cnn_pytorch),
     "gpt": ("GPT 4 layers, d=128, 4 heads, context 128, vocab 96, batch 16, AdamW", gpt_layerwise, gpt_pytorch),
     "gpt-halves": ("the same GPT step, layerwise's as two halves of the batch on two cores "
                    "(lw.parallel.backward_in_halves)", gpt_halves_layerwise, gpt_pytorch),
