@@ -4,6 +4,7 @@ Each ``<name>_layerwise()`` / ``<name>_pytorch()`` returns a zero-argument train
 (zero_grad, forward, loss, backward, optimizer step) on fixed random data, float32.
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -18,30 +19,23 @@ def _data(shape_x, n_classes, n_targets, seed=0, ints=False):
     return x, rng.integers(0, n_classes, n_targets)
 
 
-def _lw_step(model, opt, loss_of, data, compiled):
+def _lw_step(model, opt, loss_of, data, compiled, halves=False):
     """A zero-argument step on fixed data. The step proper takes the data as arguments, as a
-    training loop's would, so that ``compiled`` can hand it to lw.compile."""
-    def step(*batch):
-        opt.zero_grad()
-        loss_of(model, *batch).backward()
-        opt.step()
-    if compiled:
-        import layerwise as lw
-
-        step = lw.compile(step)
-    return lambda: step(*data)
-
-
-def _lw_halves_step(model, opt, loss_of, data):
-    """The step with its forward and backward as two halves of the batch on two cores
+    training loop's would, so that ``compiled`` can hand it to lw.compile. ``halves`` runs its
+    forward and backward as two halves of the batch on two cores
     (lw.parallel.backward_in_halves): the same model, data, loss and optimizer."""
     import layerwise as lw
 
-    def step():
+    def step(*batch):
         opt.zero_grad()
-        lw.parallel.backward_in_halves(model, lambda *part: loss_of(model, *part), *data)
+        if halves:
+            lw.parallel.backward_in_halves(model, lambda *part: loss_of(model, *part), *batch)
+        else:
+            loss_of(model, *batch).backward()
         opt.step()
-    return step
+    if compiled:
+        step = lw.compile(step)
+    return lambda: step(*data)
 
 
 def _torch_step(model, opt, loss_of):
@@ -79,7 +73,7 @@ def mlp_layerwise(compiled=False):
     x, y = _data((128, 784), 10, 128)
     x, y = lw.tensor(x), lw.tensor(y)
     return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3),
-                    lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled)
+                    lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled, halves)
 
 
 def mlp_pytorch():
@@ -108,7 +102,7 @@ _CNN_CONV1, _CNN_CONV2 = 64 * 28 * 28 * 32 * 9, 64 * 14 * 14 * 64 * 32 * 9
 CNN_FLOPS = _train_flops(_CNN_CONV1 + _CNN_CONV2 + 64 * (3136 * 128 + 128 * 10), _CNN_CONV1)
 
 
-def cnn_layerwise(compiled=False):
+def cnn_layerwise(compiled=False, halves=False):
     import layerwise as lw
     from layerwise import nn, optim
     import layerwise.nn.functional as F
@@ -119,18 +113,6 @@ def cnn_layerwise(compiled=False):
     x, y = lw.tensor(x), lw.tensor(y)
     return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3),
                     lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled)
-
-
-def cnn_halves_layerwise():
-    import layerwise as lw
-    from layerwise import nn, optim
-    import layerwise.nn.functional as F
-
-    lw.manual_seed(0)
-    model = _cnn(nn)
-    x, y = _data((64, 1, 28, 28), 10, 64)
-    return _lw_halves_step(model, optim.Adam(model.parameters(), lr=1e-3),
-                           lambda m, x, y: F.cross_entropy(m(x), y), (lw.tensor(x), lw.tensor(y)))
 
 
 def cnn_pytorch():
@@ -152,7 +134,7 @@ _GPT_LAYER = _BT * (3 * _D * _D + _D * _D + 8 * _D * _D) + 2 * _BT * 128 * _D
 GPT_FLOPS = _train_flops(4 * _GPT_LAYER + _BT * _D * 96)
 
 
-def gpt_layerwise(compiled=False):
+def gpt_layerwise(compiled=False, halves=False):
     import layerwise as lw
     from layerwise import optim
     from layerwise.models import GPT, GPTConfig
@@ -162,20 +144,8 @@ def gpt_layerwise(compiled=False):
     idx, targets = _data((16, 128), 96, (16, 128), ints=True)
     idx, targets = lw.tensor(idx), lw.tensor(targets)
     return _lw_step(model, optim.AdamW(model.parameters(), lr=3e-4),
-                    lambda m, idx, targets: m(idx, targets)[1], (idx, targets), compiled)
-
-
-def gpt_halves_layerwise():
-    import layerwise as lw
-    from layerwise import optim
-    from layerwise.models import GPT, GPTConfig
-
-    lw.manual_seed(0)
-    model = GPT(GPTConfig(**GPT_SHAPE, dropout=0.0))
-    idx, targets = _data((16, 128), 96, (16, 128), ints=True)
-    return _lw_halves_step(model, optim.AdamW(model.parameters(), lr=3e-4),
-                           lambda m, idx, targets: m(idx, targets)[1],
-                           (lw.tensor(idx), lw.tensor(targets)))
+                    lambda m, idx, targets: m(idx, targets)[1], (idx, targets), compiled,
+                    halves)
 
 
 def gpt_pytorch():
@@ -286,9 +256,11 @@ WORKLOADS = {
     "mlp": ("MLP 784-512-512-10, batch 128, Adam", mlp_layerwise, mlp_pytorch),
     "cnn": ("CNN conv32-conv64-fc128, batch 64, 28x28, Adam", cnn_layerwise, cnn_pytorch),
     "cnn-halves": ("the same CNN step, layerwise's as two halves of the batch on two cores "
-                   "(lw.parallel.backward_in_halves)", cnn_halves_layerwise, cnn_pytorch),
+                   "(lw.parallel.backward_in_halves)", functools.partial(cnn_layerwise, halves=True),
+                   cnn_pytorch),
     "gpt": ("GPT 4 layers, d=128, 4 heads, context 128, vocab 96, batch 16, AdamW", gpt_layerwise, gpt_pytorch),
     "gpt-halves": ("the same GPT step, layerwise's as two halves of the batch on two cores "
-                   "(lw.parallel.backward_in_halves)", gpt_halves_layerwise, gpt_pytorch),
+                   "(lw.parallel.backward_in_halves)", functools.partial(gpt_layerwise, halves=True),
+                   gpt_pytorch),
     "lstm": ("LSTM LM vocab 96, embedding/hidden 256, sequence 64, batch 32, Adam", lstm_layerwise, lstm_pytorch),
 }

@@ -107,8 +107,6 @@ class LSTMFunction(_Sequence):
         acts_t = self._empty_tm(4 * H, dtype)  # (T, B, 4H) gate activations (i, f, g, o)
         cs_t, tanh_t = self._empty_tm(H, dtype), self._empty_tm(H, dtype)  # c_t, tanh(c_t)
         hprev = self._empty(H, dtype)  # in the input's layout, like dA: both feed one GEMM
-        out_t, hprev_t = self._tm(out), self._tm(hprev)
-        h, c = h0, c0
         fused = kernel("lstm_cell_forward_f32") if dtype == xp.float32 else None
         if fused is not None:
             rows, index = self._rows(xw, index)
@@ -123,6 +121,8 @@ class LSTMFunction(_Sequence):
         scale[2 * H : 3 * H] = 1.0
         shift = (0.5 * (scale != 1.0)).astype(dtype)
         xw_t = self._tm(xw if index is None else xp.take(xw, index, axis=0))
+        out_t, hprev_t = self._tm(out), self._tm(hprev)
+        h, c = h0, c0
         for t in self._order():
             hprev_t[t] = h
             a = acts_t[t]
@@ -219,15 +219,15 @@ class LSTMFunction(_Sequence):
         dc = g[n_out:].reshape(B, H).copy()
         dh = xp.zeros((B, H), dtype=g.dtype)
         dA = self._empty(4 * H, g.dtype)
-        acts_t, cs_t, tanh_t, dA_t = self.acts_t, self.cs_t, self.tanh_t, self._tm(dA)
-        step_back = 1 if self.reverse else -1  # where the previous step's state lives
-        first = self.T - 1 if self.reverse else 0
         if kernel("lstm_cell_backward") is not None:  # each step's elementwise part compiled
             parts = self._over_rows(lambda part: (part, self._backward_rows(part, dout, dc, dA)),
                                     self.w_hh)
             for part, dh_part in parts:
                 dh[part] = dh_part
             return self._xw_grad(dA), dh, dc, self._w_hh_grad(dA, 3)
+        acts_t, cs_t, tanh_t, dA_t = self.acts_t, self.cs_t, self.tanh_t, self._tm(dA)
+        step_back = 1 if self.reverse else -1  # where the previous step's state lives
+        first = self.T - 1 if self.reverse else 0
         da = xp.empty((B, 4 * H), dtype=g.dtype)  # contiguous scratch, copied into dA per step
         dout_t = self._tm(dout)
         for t in reversed(self._order()):
