@@ -6,6 +6,7 @@ Everything else talks to ``xp``, so swapping the array library is a change here 
 from layerwise.backend.allocator import keep_freed_memory
 from layerwise.backend.numpy_backend import (
     erf,
+    strided_view,
     xp,
 )
 from layerwise.backend.random import (
@@ -32,7 +33,7 @@ from layerwise.backend.dtypes import (
 keep_freed_memory()  # see allocator.py: page faults and munmap cost more than the ops
 
 __all__ = [
-    "xp", "erf", "rng", "manual_seed", "get_rng_state", "set_rng_state",
+    "xp", "erf", "strided_view", "rng", "manual_seed", "get_rng_state", "set_rng_state",
     "bool_", "float16", "float32", "float64", "int8", "int32", "int64", "uint8",
     "default_float", "set_default_dtype", "is_floating", "to_dtype",
 ]

@@ -41,7 +41,7 @@ class LinearFunction(Function):
         self.x, self.weight = x, weight
         out = x.reshape(-1, x.shape[-1]) @ weight.T  # (M, in) @ (in, out) -> (M, out)
         if bias is not None:
-            if out.dtype == xp.result_type(out, bias):
+            if out.dtype == bias.dtype or out.dtype == xp.result_type(out, bias):
                 out += bias  # in place: one (M, out) array fewer on the hot path
             else:
                 out = out + bias

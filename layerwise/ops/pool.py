@@ -77,7 +77,10 @@ class MaxPool2d(Function):
         plane = compiled("max_pool_plane") if n == 1 and not self.needs_input_grad else None
         if plane is not None:  # batch-1 inference: no positions to keep
             out = xp.empty((c,) + tuple(out_hw), dtype=x.dtype)  # (C, OH, OW)
-            plane(xc[..., 0], *kernel, *stride, *dilation, out)
+            if kernel == stride == (2, 2) and dilation == (1, 1):
+                compiled("max_pool_plane_2x2")(xc[..., 0], out)
+            else:
+                plane(xc[..., 0], *kernel, *stride, *dilation, out)
             return out[None]  # (1, C, OH, OW)
         fused = compiled("max_pool_forward") if n >= 8 else None
         if fused is not None:

@@ -330,3 +330,36 @@ def test_long_reduction_matmul_matches_numpy(groups, k, o, m):
     assert got.shape == (groups, k, o) and got.dtype == np.float32
     np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4,
                                atol=2e-3)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(padding=1),
+    dict(padding=0),
+    dict(padding="same", dilation=(2, 1)),  # uneven 'same' padding, taller dilated windows
+    dict(padding=(0, 2), dilation=(1, 3)),
+    dict(padding=1, groups=3),  # the bias added after the product, per group
+    dict(padding=1, bias=False),
+    dict(padding=2, stride=2),  # stride 2: the batch path, as a control
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_one_inference_conv_matches_numpy(kwargs, dtype):
+    """At batch 1 with no graph, a stride-1 conv reads each kernel position's columns as one
+    run of the flat padded plane and drops the columns that wrap past a row's end: checked
+    against float64 sums, and against the same conv with a graph (the batch path)."""
+    kwargs = dict(kwargs)
+    use_bias = kwargs.pop("bias", True)
+    groups = kwargs.get("groups", 1)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 6, 7, 9)).astype(dtype)
+    w = rng.standard_normal((9, 6 // groups, 3, 2)).astype(dtype)
+    b = rng.standard_normal(9).astype(dtype) if use_bias else None
+    want = np_conv2d(x.astype(np.float64), w, b, **kwargs)
+    tensors = [lw.tensor(x), lw.tensor(w)] + ([lw.tensor(b)] if use_bias else [])
+    with lw.no_grad():
+        got = conv2d(*tensors, **kwargs).numpy()
+    tensors[1].requires_grad = True
+    with_graph = conv2d(*tensors, **kwargs).detach().numpy()
+    assert got.dtype == dtype and got.shape == want.shape and got.flags.c_contiguous
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got, with_graph, rtol=tol, atol=tol)

@@ -234,6 +234,7 @@ def test_lstm_forward_kernel_gates_at_the_extremes():
 
 POOL_CASES = [
     dict(kernel_size=2),
+    dict(kernel_size=2, padding=1, ceil_mode=True),  # 2x2/2 windows over -inf padding
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
     dict(kernel_size=2, stride=3),  # disjoint windows with gaps between them
@@ -284,6 +285,21 @@ def test_batch_one_inference_pool_kernel_matches_numpy_with_nan(monkeypatch, dty
     assert outs[0].shape == outs[1].shape
     assert np.isnan(outs[0]).any()  # a NaN reached the output, so its rule was exercised
     np.testing.assert_array_equal(outs[0], outs[1])  # NaN in the same places
+
+
+def test_batch_one_pool_takes_the_2x2_kernel_only_for_2x2_windows_at_stride_2(monkeypatch):
+    from layerwise.ops import pool
+
+    used = []
+    real = pool.compiled
+    monkeypatch.setattr(pool, "compiled", lambda name: used.append(name) or real(name))
+    x = lw.tensor(np.random.default_rng(8).standard_normal((1, 2, 6, 7)))
+    with lw.no_grad():
+        for kwargs in (dict(kernel_size=2), dict(kernel_size=2, stride=1),
+                       dict(kernel_size=2, dilation=2), dict(kernel_size=3, stride=2)):
+            used.clear()
+            lw.nn.functional.max_pool2d(x, **kwargs)
+            assert ("max_pool_plane_2x2" in used) == (kwargs == dict(kernel_size=2)), kwargs
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
