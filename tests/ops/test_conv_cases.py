@@ -333,8 +333,11 @@ def test_long_reduction_matmul_matches_numpy(groups, k, o, m):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(padding=1),
-    dict(padding=0),
+    dict(kernel=(3, 3), padding=1),  # 'same': rows of W, reads wrapped at both edges zeroed
+    dict(kernel=(3, 3), padding=(1, 2), dilation=2),
+    dict(kernel=(1, 1)),
+    dict(padding=1),  # a 3x2 kernel: OW = W + 1, rows of OW
+    dict(padding=0),  # OW < W: rows of W, the outputs past OW dropped
     dict(padding="same", dilation=(2, 1)),  # uneven 'same' padding, taller dilated windows
     dict(padding=(0, 2), dilation=(1, 3)),
     dict(padding=1, groups=3),  # the bias added after the product, per group
@@ -344,14 +347,15 @@ def test_long_reduction_matmul_matches_numpy(groups, k, o, m):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batch_one_inference_conv_matches_numpy(kwargs, dtype):
     """At batch 1 with no graph, a stride-1 conv reads each kernel position's columns as one
-    run of the flat padded plane and drops the columns that wrap past a row's end: checked
+    run of the flat plane and zeroes the reads that wrapped into a neighbouring row: checked
     against float64 sums, and against the same conv with a graph (the batch path)."""
     kwargs = dict(kwargs)
     use_bias = kwargs.pop("bias", True)
+    kernel = kwargs.pop("kernel", (3, 2))
     groups = kwargs.get("groups", 1)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((1, 6, 7, 9)).astype(dtype)
-    w = rng.standard_normal((9, 6 // groups, 3, 2)).astype(dtype)
+    w = rng.standard_normal((9, 6 // groups) + kernel).astype(dtype)
     b = rng.standard_normal(9).astype(dtype) if use_bias else None
     want = np_conv2d(x.astype(np.float64), w, b, **kwargs)
     tensors = [lw.tensor(x), lw.tensor(w)] + ([lw.tensor(b)] if use_bias else [])
