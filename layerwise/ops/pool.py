@@ -59,6 +59,26 @@ def _pool_args(x, kernel_size, stride, padding, dilation, op):
     return kernel, stride, padding, dilation
 
 
+# Checked geometries of calls whose arguments are all plain ints (nn.MaxPool2d(2) and the
+# like), by input shape: the checks and sizes took ~4 us of each call, most of a batch-1
+# pool's time besides its kernel. Bounded; other calls are checked every time.
+_geometries = {}
+
+
+def _checked_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op):
+    """(kernel, stride, padding, dilation, out_hw, extent) as pairs, checked."""
+    plain = (type(kernel_size) is type(padding) is type(dilation) is int
+             and (stride is None or type(stride) is int) and type(ceil_mode) is bool)
+    key = (x.shape, kernel_size, stride, padding, dilation, ceil_mode, op) if plain else None
+    found = _geometries.get(key)
+    if found is None:
+        pairs = _pool_args(x, kernel_size, stride, padding, dilation, op)
+        found = pairs + _pool_geometry(x.shape, *pairs, ceil_mode, op)
+        if plain and len(_geometries) < 256:
+            _geometries[key] = found
+    return found
+
+
 class MaxPool2d(Function):
     """Window maxima; the kernel position of each window's max is kept so that backward can
     route the gradient to the one input that won (ties go to the first, as in PyTorch).
@@ -187,10 +207,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """Max over KH x KW windows of (N, C, H, W); padding counts as -inf. With
     ``return_indices`` also returns, per output, the flat index h*W + w of the max in its
     input plane (PyTorch's convention, usable by max_unpool2d)."""
-    kernel, stride, padding, dilation = _pool_args(input, kernel_size, stride, padding,
-                                                    dilation, "max_pool2d")
-    out_hw, extent = _pool_geometry(input.shape, kernel, stride, padding, dilation, ceil_mode,
-                                    "max_pool2d")
+    kernel, stride, padding, dilation, out_hw, extent = _checked_geometry(
+        input, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     out = MaxPool2d.apply(input, kernel=kernel, stride=stride, padding=padding,
                           dilation=dilation, out_hw=out_hw, extent=extent)
     if not return_indices:
@@ -225,9 +243,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """Mean over KH x KW windows of (N, C, H, W). Zero padding is counted in the mean unless
     ``count_include_pad=False``; ``divisor_override`` replaces the count."""
-    kernel, stride, padding, _ = _pool_args(input, kernel_size, stride, padding, 1, "avg_pool2d")
-    out_hw, extent = _pool_geometry(input.shape, kernel, stride, padding, (1, 1), ceil_mode,
-                                    "avg_pool2d")
+    kernel, stride, padding, _, out_hw, extent = _checked_geometry(
+        input, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, int) \
                 or divisor_override < 1:

@@ -268,6 +268,25 @@ def test_errors_name_the_problem(call, message):
         call()
 
 
+def test_pool_geometry_remembered_for_plain_ints_still_checks_every_call():
+    """Geometries of all-int pool arguments are remembered by input shape; a call with the
+    same values as floats or bools, another shape, or a 3-D input is still checked."""
+    x = lw.randn(1, 2, 6, 6)
+    for _ in range(2):  # the second call reads the remembered geometry
+        out = max_pool2d(x, 2)
+        np.testing.assert_array_equal(out.numpy(), np_max_pool2d(x.numpy(), 2))
+        np.testing.assert_allclose(avg_pool2d(x, 3, 1, 1).numpy(),
+                                   np_avg_pool2d(x.numpy(), 3, 1, 1), atol=1e-6)
+    for bad in (2.0, True):
+        with pytest.raises(ValueError, match="kernel_size must be an int"):
+            max_pool2d(x, bad)
+    with pytest.raises(ValueError, match="expected 4-D input"):
+        max_pool2d(lw.randn(2, 6, 6), 2)
+    with pytest.raises(ValueError, match="too small"):
+        max_pool2d(lw.randn(1, 2, 1, 1), 2)
+    assert max_pool2d(lw.randn(1, 2, 8, 4), 2).shape == (1, 2, 4, 2)
+
+
 def test_conv_dtype_mismatch_is_an_error():
     with pytest.raises(TypeError, match="dtype"):
         conv2d(lw.randn(1, 3, 5, 5), lw.randn(2, 3, 3, 3, dtype=lw.float64))
