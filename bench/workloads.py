@@ -73,7 +73,7 @@ def mlp_layerwise(compiled=False):
     x, y = _data((128, 784), 10, 128)
     x, y = lw.tensor(x), lw.tensor(y)
     return _lw_step(model, optim.Adam(model.parameters(), lr=1e-3),
-                    lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled, halves)
+                    lambda m, x, y: F.cross_entropy(m(x), y), (x, y), compiled)
 
 
 def mlp_pytorch():
