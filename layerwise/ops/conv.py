@@ -17,6 +17,8 @@ contiguous stretches of OW*N values instead of OW, which made those passes 2-4x 
 LeNet/ResNet sizes. Elementwise ops and BatchNorm keep the layout, so a conv -> bn -> relu ->
 pool -> conv chain never transposes; an NCHW input costs one transposing copy at the first
 layer (which pads anyway).
+
+Batch-1 inference (no graph, stride 1) lays its columns out differently: see _one_sample.
 """
 
 from layerwise.backend import strided_view, xp
