@@ -11,7 +11,9 @@ files store c_attn, c_proj and c_fc as Conv1D with the weight transposed, (in, o
 for those files must transpose these four weights (and only these) before load_state_dict.
 
 Pre-norm blocks (x + attn(ln_1(x)), x + mlp(ln_2(x))), a final ln_f, GELU with the tanh
-approximation as GPT-2, and lm_head tied to the token embedding (Press & Wolf 2017).
+approximation as GPT-2, and lm_head tied to the token embedding (Press & Wolf 2017). While a
+graph is recorded without dropout, each block runs as two halves of the batch on two cores
+(lw.parallel.in_halves): the same values, the gradients' sums in another order.
 """
 
 import math
@@ -31,6 +33,7 @@ from layerwise.nn.module import Module
 from layerwise.nn.normalization import LayerNorm
 from layerwise.ops.attention import packed_self_attention, scaled_dot_product_attention
 from layerwise.ops.movement import cat
+from layerwise.parallel import in_halves
 
 
 @dataclass
@@ -132,6 +135,13 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x, kv_cache=None, layer=0):
+        if kv_cache is None and (not self.training or self.attn.dropout == 0
+                                 and self.mlp.dropout.p == 0):
+            # its samples do not interact and it draws nothing: two halves on two cores
+            return in_halves(self._forward, x, self.parameters())
+        return self._forward(x, kv_cache, layer)
+
+    def _forward(self, x, kv_cache=None, layer=0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer)
         return x + self.mlp(self.ln_2(x))
 

@@ -171,3 +171,115 @@ def test_refuses_bad_arguments_with_the_values_quoted():
         lw.parallel.backward_in_halves(loss_fn, loss_fn, np.ones((2, 2)))
     with pytest.raises(ValueError, match="needs the batch"):
         lw.parallel.backward_in_halves(model, loss_fn)
+
+
+# --- lw.parallel.in_halves: one block of a model in halves ------------------------------------
+
+
+def _gpt64():
+    lw.manual_seed(3)
+    return GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=16,
+                         dropout=0.0)).double()
+
+
+def _loss_and_grads(model, idx, targets):
+    model.zero_grad()
+    _, loss = model(idx, targets)
+    loss.backward()
+    return float(loss.data), _grads(model)
+
+
+def _count_splits(monkeypatch):
+    """How many times a block ran in halves, counted at the node's forward."""
+    count = []
+    real = lw.parallel._InHalves.forward
+    monkeypatch.setattr(lw.parallel._InHalves, "forward",
+                        lambda self, *a, **k: count.append(1) or real(self, *a, **k))
+    return count
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+def test_gpt_blocks_in_halves_match_one_pass_in_float64(monkeypatch, batch):
+    """The GPT's blocks run as two halves of the batch on two cores; in float64 the loss and
+    every gradient match one pass over the whole batch (the blocks called directly)."""
+    import layerwise.models.gpt as gpt
+
+    model = _gpt64()
+    rng = np.random.default_rng(batch)
+    idx, targets = (lw.tensor(rng.integers(0, 40, (batch, 12))) for _ in range(2))
+    splits = _count_splits(monkeypatch)
+    loss, halves = _loss_and_grads(model, idx, targets)
+    assert len(splits) == (2 if threads.available() else 0)  # each of the two blocks
+    monkeypatch.setattr(gpt, "in_halves", lambda fn, x, parameters: fn(x))
+    whole_loss, whole = _loss_and_grads(model, idx, targets)
+    assert loss == pytest.approx(whole_loss, rel=1e-13)
+    for name in whole:
+        np.testing.assert_allclose(halves[name], whole[name], rtol=1e-10, atol=1e-13,
+                                   err_msg=name)
+
+
+def test_gpt_blocks_in_halves_are_bit_identical_run_to_run():
+    model = _gpt()
+    rng = np.random.default_rng(1)
+    idx, targets = (lw.tensor(rng.integers(0, 40, (6, 12))) for _ in range(2))
+    first, second = (_loss_and_grads(model, idx, targets) for _ in range(2))
+    assert first[0] == second[0]
+    for name in first[1]:
+        np.testing.assert_array_equal(first[1][name], second[1][name])
+
+
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_in_halves_input_gradient_and_retained_graph(x_grad):
+    """The input's gradient comes back as the node's (both halves side by side); with
+    retain_graph a second backward adds the same gradients again."""
+    lw.manual_seed(2)
+    layer = nn.Linear(4, 3).double()
+    fn = lambda t: lw.tanh(layer(t)) * t[..., :3]  # noqa: E731
+    x_data = np.random.default_rng(4).standard_normal((5, 2, 4))
+    probe = lw.tensor(np.random.default_rng(5).standard_normal((5, 2, 3)))
+    results = []
+    for split in (True, False):
+        layer.zero_grad()
+        x = lw.tensor(x_data, requires_grad=x_grad)
+        out = lw.parallel.in_halves(fn, x, layer.parameters()) if split else fn(x)
+        (out * probe).sum().backward(retain_graph=True)
+        once = [layer.weight.grad.numpy().copy(), layer.bias.grad.numpy().copy()]
+        (out * probe).sum().backward()
+        twice = [layer.weight.grad.numpy(), layer.bias.grad.numpy()]
+        results.append((out.detach().numpy(), x.grad.numpy() / 2 if x_grad else None,
+                        once, twice))
+    (out_a, gx_a, once_a, twice_a), (out_b, gx_b, once_b, twice_b) = results
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-13)
+    if x_grad:
+        np.testing.assert_allclose(gx_a, gx_b, rtol=1e-12, atol=1e-14)
+    for a, b, a2 in zip(once_a, once_b, twice_a):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a2, 2 * a, rtol=1e-12, atol=1e-14)
+
+
+def test_in_halves_runs_the_block_directly_where_it_cannot_split(monkeypatch):
+    """No graph, a batch of 1, dropout in training, a key-value cache, lw.compile's
+    recording, inside backward_in_halves, or one BLAS thread: the block is called as is."""
+    splits = _count_splits(monkeypatch)
+    model = _gpt()
+    idx = lw.tensor(np.random.default_rng(2).integers(0, 40, (4, 12)))
+    with lw.no_grad():
+        model(idx)
+    model(idx[:1], idx[:1])[1].backward()
+    model.generate(idx[:2, :3], 2)  # cached: the blocks see the cache
+    lw.parallel.backward_in_halves(model, lambda i: model(i, i)[1], idx)
+    step = lw.compile(lambda i: model(i, i)[1].backward())
+    step(idx)
+    step(idx)
+    monkeypatch.setattr(threads, "available", lambda: False)
+    model(idx, idx)[1].backward()
+    monkeypatch.undo()
+    lw.manual_seed(0)
+    dropping = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=16,
+                             dropout=0.1))
+    dropping(idx, idx)[1].backward()
+    assert splits == []
+    dropping.eval()
+    splits = _count_splits(monkeypatch)
+    dropping(idx, idx)[1].backward()  # dropout off in eval mode: split again
+    assert len(splits) == (2 if threads.available() else 0)
