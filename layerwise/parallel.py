@@ -24,7 +24,7 @@ the same sums would.
 ``loss.backward()``: the GPT's transformer blocks use it (models/gpt.py), so the plain GPT
 step runs each block's forward and backward on both cores, parking OpenBLAS's workers twice
 a block instead of around each attention and GELU. GPT workload of bench/, interleaved with
-the blocks called directly, eight runs: 1.007-1.345x, 1.08x the median.
+the blocks called directly, eight runs: 1.007-1.345x, 1.09x the median.
 """
 
 from layerwise.autograd import engine, grad_mode, recording
