@@ -49,22 +49,28 @@ def backward_in_halves(model, loss_fn, *batch, reduction="mean"):
     weights = (cut / n, (n - cut) / n) if reduction == "mean" else (1.0, 1.0)
 
     def half(i):
-        engine.sink.grads = {}
-        try:
-            loss = loss_fn(*[item[parts[i]] for item in batch])
-            if loss.data.size != 1:
-                raise ValueError(f"backward_in_halves needs loss_fn to return a scalar loss, "
-                                 f"got shape {tuple(loss.shape)}")
-            (loss * weights[i]).backward()
-            return loss.data, engine.sink.grads
-        finally:
-            engine.sink.grads = None
+        loss = loss_fn(*[item[parts[i]] for item in batch])
+        if loss.data.size != 1:
+            raise ValueError(f"backward_in_halves needs loss_fn to return a scalar loss, "
+                             f"got shape {tuple(loss.shape)}")
+        (loss * weights[i]).backward()
+        return loss.data
 
-    (first_loss, first), (second_loss, second) = threads.run_pair(lambda: half(0),
-                                                                  lambda: half(1))
+    (first_loss, first), (second_loss, second) = threads.run_pair(
+        lambda: _with_sink(half, 0), lambda: _with_sink(half, 1))
     _add_grads(first, second)
     total = weights[0] * first_loss.reshape(()) + weights[1] * second_loss.reshape(())
     return Tensor(xp.asarray(total, dtype=first_loss.dtype))
+
+
+def _with_sink(work, i):
+    """(work(i), the leaf gradients its backward passes made): they go into this thread's
+    sink (engine.py), not .grad, so that two threads never add into the same .grad at once."""
+    engine.sink.grads = {}
+    try:
+        return work(i), engine.sink.grads
+    finally:
+        engine.sink.grads = None
 
 
 def _add_grads(first, second):
@@ -142,7 +148,7 @@ class _InHalves(Function):
 
     def forward(self, x, *parameters, fn):
         cut = x.shape[0] // 2
-        wants_x = bool(self.needs_input_grad) and self.needs_input_grad[0]
+        wants_x = self.needs_input_grad[0]  # (in_halves calls this only with a graph)
         self.halves = (Tensor(x[:cut], requires_grad=wants_x),
                        Tensor(x[cut:], requires_grad=wants_x))
 
@@ -157,13 +163,9 @@ class _InHalves(Function):
         parts = (g[:cut], g[cut:])
 
         def half(i):
-            engine.sink.grads = {}
-            try:
-                engine.backward(self.outs[i], parts[i], retain_graph=self.retains_graph)
-                return engine.sink.grads
-            finally:
-                engine.sink.grads = None
-        first, second = threads.run_pair(lambda: half(0), lambda: half(1))
+            engine.backward(self.outs[i], parts[i], retain_graph=self.retains_graph)
+        (_, first), (_, second) = threads.run_pair(lambda: _with_sink(half, 0),
+                                                   lambda: _with_sink(half, 1))
         # each half's input gradient, taken out of its sink before the parameters' are added
         gx = [sink.pop(id(t), (None, None))[1] for sink, t in zip((first, second), self.halves)]
         _add_grads(first, second)

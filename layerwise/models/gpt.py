@@ -135,11 +135,14 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x, kv_cache=None, layer=0):
-        if kv_cache is None and (not self.training or self.attn.dropout == 0
-                                 and self.mlp.dropout.p == 0):
+        if kv_cache is None and not self._draws_dropout():
             # its samples do not interact and it draws nothing: two halves on two cores
             return in_halves(self._forward, x, self.parameters())
         return self._forward(x, kv_cache, layer)
+
+    def _draws_dropout(self):
+        return self.training and (self.attn.dropout > 0 or any(
+            m.p > 0 for m in self.modules() if isinstance(m, Dropout)))
 
     def _forward(self, x, kv_cache=None, layer=0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer)

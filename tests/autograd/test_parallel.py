@@ -283,3 +283,7 @@ def test_in_halves_runs_the_block_directly_where_it_cannot_split(monkeypatch):
     splits = _count_splits(monkeypatch)
     dropping(idx, idx)[1].backward()  # dropout off in eval mode: split again
     assert len(splits) == (2 if threads.available() else 0)
+    model.transformer.h[0].attn.resid_dropout.p = 0.1  # one Dropout of one block drawing
+    splits.clear()
+    model(idx, idx)[1].backward()
+    assert len(splits) == (1 if threads.available() else 0)
