@@ -182,13 +182,14 @@ def _one_sample(x, weight, bias, pads, dilation, groups, out_hw):
         wide = xp.matmul(weight.reshape(groups, o // groups, k),
                          cols.reshape(groups, k, m))  # (G, Og, OH*R)
     wide = wide.reshape(o, oh, row)
-    if row == ow and not (bias is not None and not bias_row):
+    bias_after = bias is not None and not bias_row  # groups: added per output channel here
+    if row == ow and not bias_after:
         return wide  # (O, OH, OW), contiguous
     out = xp.empty((o, oh, ow), dtype=x.dtype)
-    if bias is None or bias_row:
-        out[...] = wide[:, :, :ow]  # the outputs past OW dropped
-    else:
+    if bias_after:
         xp.add(wide[:, :, :ow], bias.reshape(o, 1, 1), out=out)
+    else:
+        out[...] = wide[:, :, :ow]  # the outputs past OW dropped
     return out
 
 
