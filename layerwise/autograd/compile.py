@@ -110,7 +110,7 @@ def _signature(args):
     parts = [grad_mode.state.enabled]
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
-            parts.append((tuple(a.shape), str(a.dtype), a.requires_grad))
+            parts.append((a.data.shape, a.data.dtype, a.requires_grad))  # (dtypes hash)
         else:
             try:
                 hash(a)

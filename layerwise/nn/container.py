@@ -7,6 +7,7 @@ dict keys) through ``_attributes``, so their parameters are named as in PyTorch.
 from collections import OrderedDict
 
 from layerwise.nn.activation import ReLU
+from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.pooling import MaxPool2d
 
@@ -42,9 +43,25 @@ def _plain(module, cls):
     (in-process A/B); its ReLU passes, forward and backward, 2.4 ms a step before, 0.9 ms
     after (two runs of different speed). Only exact, unhooked modules are reordered, so that
     a forward hook still sees what it would see, in the order it would see it.
+
+    And a Linear followed by a ReLU runs as one node (Linear.forward_then_relu): the ReLU in
+    place on the product, one node fewer to call and to walk back; at batch 1 with no graph
+    the product, bias and ReLU are one compiled loop. The bits are those of the two layers
+    called in turn. MLP workload of bench/ at batch 1 (three Linears, two ReLUs; in-process
+    interleaved A/B against the layers called in turn): 1.146, 1.123, 1.146x, and paired
+    blocks 1.206x, 1.189x (medians); its training step 0.96-1.07x (no change beyond noise).
     """
     return (type(module) is cls and not module.__dict__.get("_forward_hooks")
             and "forward" not in module.__dict__)
+
+
+_MODULE_CALL = Module.__call__
+
+
+def _calls_unwatched():
+    """False while something has replaced Module.__call__ to watch every module's call (the
+    FLOP counter, audit/cost): a Linear and ReLU run as one node would be one call."""
+    return Module.__call__ is _MODULE_CALL
 
 
 def _index(container, idx, n):
@@ -89,19 +106,20 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        relu = None  # a ReLU held back to run after the max pool that follows it
-        for module in self._modules.values():
-            if relu is not None:
-                if _plain(module, MaxPool2d) and not module.return_indices:
-                    x = relu(module(x))  # the pool first: see _plain
-                    relu = None
-                    continue
-                x, relu = relu(x), None
-            if _plain(module, ReLU):
-                relu = module
-                continue
-            x = module(x)
-        return x if relu is None else relu(x)
+        modules = tuple(self._modules.values())
+        i = 0
+        while i < len(modules):
+            module, after = modules[i], modules[i + 1] if i + 1 < len(modules) else None
+            if _plain(module, Linear) and _plain(after, ReLU) and _calls_unwatched():
+                x = module.forward_then_relu(x)  # one node: see _plain
+                i += 2
+            elif _plain(module, ReLU) and _plain(after, MaxPool2d) and not after.return_indices:
+                x = module(after(x))  # the pool first: see _plain
+                i += 2
+            else:
+                x = module(x)
+                i += 1
+        return x
 
     def __getitem__(self, idx):
         items = list(self._modules.items())

@@ -35,6 +35,15 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
+        return F.linear(self._checked(x), self.weight, self.bias)
+
+    def forward_then_relu(self, x):
+        """relu(self(x)) as one node: Sequential runs a Linear and the ReLU after it this way
+        (the ReLU in place on the product; at batch 1 with no graph, in the same compiled
+        loop as the product and bias, kernels.linear_one_row)."""
+        return F.linear_maybe_relu(self._checked(x), self.weight, self.bias, relu=True)
+
+    def _checked(self, x):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear expected last dim {self.in_features}, got input of shape {tuple(x.shape)}"
@@ -49,7 +58,7 @@ class Linear(Module):
                 f"Linear got input of dtype {x.dtype} but its weight is {self.weight.dtype}; "
                 f"convert the input ({hint}) or the model (model.to(dtype))"
             )
-        return F.linear(x, self.weight, self.bias)
+        return x
 
     def extra_repr(self):
         bias = self.bias is not None

@@ -25,17 +25,38 @@ class ReLU(Function):
             fused(x.ravel(order="K"), out.ravel(order="K"), self.mask.ravel(order="K"))
             return out
         self.mask = x > 0
-        return x * self.mask
+        return xp.maximum(x, 0)  # (not x * mask: -inf * 0 is NaN)
 
     def backward(self, g):
-        mask = self.mask
-        fused = kernel("relu_backward") if mask.size >= 4096 else None
-        # the flat views line up only if g is laid out like the mask (the usual case)
-        if fused is not None and g.strides == tuple(s * g.itemsize for s in mask.strides):
-            dx = xp.empty_like(g)
-            fused(g.ravel(order="K"), mask.ravel(order="K"), dx.ravel(order="K"))
-            return dx
-        return g * mask
+        return relu_grad(g, self.mask)
+
+
+def relu_in_place(x, keep_mask):
+    """x = relu(x), in place (NaN stays NaN); returns the mask x > 0 for the backward when
+    ``keep_mask``, else None. For an op that ends in a ReLU (a Linear followed by one)."""
+    if not keep_mask:
+        xp.maximum(x, 0, out=x)
+        return None
+    mask = xp.empty_like(x, dtype=bool)
+    fused = kernel("relu_forward") if x.size >= 4096 and x.flags.c_contiguous else None
+    if fused is not None:
+        flat = x.ravel()
+        fused(flat, flat, mask.ravel())  # one pass: each element read once, then written
+        return mask
+    xp.greater(x, 0, out=mask)
+    xp.maximum(x, 0, out=x)  # (not x * mask: -inf * 0 is NaN)
+    return mask
+
+
+def relu_grad(g, mask):
+    """The gradient through a ReLU whose input was positive where ``mask``."""
+    fused = kernel("relu_backward") if mask.size >= 4096 else None
+    # the flat views line up only if g is laid out like the mask (the usual case)
+    if fused is not None and g.strides == tuple(s * g.itemsize for s in mask.strides):
+        dx = xp.empty_like(g)
+        fused(g.ravel(order="K"), mask.ravel(order="K"), dx.ravel(order="K"))
+        return dx
+    return g * mask
 
 
 class LeakyReLU(Function):

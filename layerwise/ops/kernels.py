@@ -31,6 +31,7 @@ NumPy form -> kernel:
     ReLU forward / backward (CNN)         1.56 -> 0.89 ms  1.29 -> 0.83 ms
     max pool forward / backward (CNN)      2.9 -> 1.1 ms    2.7 -> 1.1 ms
     Adam update (MLP, 670 K parameters)    1.2 -> 0.22 ms (alone; MLP step 4.64 -> 3.66 ms)
+    Linear (+ ReLU) at batch 1, no graph   MLP forward 1.12-1.21x (Sequential's docstring)
 
 Tried and left out, slower than NumPy: a max-pool backward that adds into overlapping windows
 (3.7-7 ms against 2.9; the one here is for windows that do not overlap and writes each
@@ -111,6 +112,7 @@ def preload(dtype="float32"):
     kernel("im2col")(x4, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
     kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
+    kernel("linear_one_row")(m, v, v[:2], True, v[:2].copy())
     kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), xp.zeros((1, 1, 1, 4), xp.int8),
                                          2, 2, 2, 2, 1, 1, x4.copy())
     one = v[0]
@@ -391,6 +393,37 @@ def relu_backward(g, mask, dx):
         dx[i] = g[i] if mask[i] else 0
 
 
+def linear_one_row(weight, x, bias, relu, out):
+    """out = weight @ x + bias, then the ReLU if ``relu``: a Linear at batch 1, no graph.
+    weight (out, in) C-contiguous, x (in,), bias and out (out,).
+
+    Four rows of the weight at a time share each load of x, and each row is summed in SIMD
+    lanes ('reassoc'). At batch 1 the product only streams the weight once from cache, so one
+    core reads it as fast as OpenBLAS's two threads; the bias and ReLU come in the same call
+    instead of two more passes (float32, alone: 784->512 23.6 against 25.3 us for the BLAS
+    product alone, 512->512 13.6 against 16.8, 512->10 1.0 against 2.0)."""
+    n_out, n_in = weight.shape
+    zero = weight.dtype.type(0)
+    in_fours = n_out - n_out % 4
+    for o in range(0, in_fours, 4):
+        s0, s1, s2, s3 = zero, zero, zero, zero
+        for i in range(n_in):
+            xi = x[i]
+            s0 += weight[o, i] * xi
+            s1 += weight[o + 1, i] * xi
+            s2 += weight[o + 2, i] * xi
+            s3 += weight[o + 3, i] * xi
+        out[o], out[o + 1], out[o + 2], out[o + 3] = s0, s1, s2, s3
+    for o in range(in_fours, n_out):  # the last rows, fewer than four
+        s = zero
+        for i in range(n_in):
+            s += weight[o, i] * x[i]
+        out[o] = s
+    for o in range(n_out):
+        v = out[o] + bias[o]
+        out[o] = v if not relu or v > 0 or v != v else 0  # NaN stays NaN, as in relu_forward
+
+
 def adam_update(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
                 inv_sqrt_bc2, eps):
     """One Adam step in place over flat arrays (optim/adam.py has the formula): the same
@@ -442,6 +475,7 @@ _KERNELS = {
     "col2im": (col2im, False),
     "relu_forward": (relu_forward, False),
     "relu_backward": (relu_backward, False),
+    "linear_one_row": (linear_one_row, _SUMS),
     "max_pool_backward_disjoint": (max_pool_backward_disjoint, False),
     "adam_update": (adam_update, False),
 }
