@@ -257,6 +257,28 @@ def test_in_halves_input_gradient_and_retained_graph(x_grad):
         np.testing.assert_allclose(a2, 2 * a, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.skipif(not threads.available(), reason="one BLAS thread: in_halves does not split")
+def test_in_halves_keeps_one_copy_of_its_output_and_leaves_outside_tensors_alone():
+    """The halves' results are views of the node's output (not a second copy held until
+    backward); a half that returns its input (a leaf, no op inside fn) is not touched."""
+    lw.manual_seed(3)
+    layer = nn.Linear(4, 4).double()
+    x = lw.tensor(np.random.default_rng(6).standard_normal((6, 4)), requires_grad=True)
+    out = lw.parallel.in_halves(lambda t: lw.tanh(layer(t)), x, layer.parameters())
+    node = out._ctx
+    assert all(np.shares_memory(half.data, out.data) for half in node.outs)
+    out.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), ((1 - np.tanh(layer(x).detach().numpy()) ** 2)
+                                                @ layer.weight.detach().numpy()), rtol=1e-12)
+
+    x.grad = None
+    same = lw.parallel.in_halves(lambda t: t, x, [])
+    halves = same._ctx.halves
+    assert not any(np.shares_memory(h.data, same.data) for h in halves)  # untouched leaves
+    same.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((6, 4)))
+
+
 def test_in_halves_runs_the_block_directly_where_it_cannot_split(monkeypatch):
     """No graph, a batch of 1, dropout in training, a key-value cache, lw.compile's
     recording, inside backward_in_halves, or one BLAS thread: the block is called as is."""
