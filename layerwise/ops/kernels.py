@@ -102,7 +102,7 @@ def preload(dtype="float32"):
         kernel("lstm_cell_backward")(state, 0, state[None], 0, batch_first, state.copy(),
                                      gates[0], state, state, gates.copy())
     x4 = xp.ones((1, 2, 2, 4), dtype)
-    kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, x4[:, :1, :1].copy(),
+    kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, True, x4[:, :1, :1].copy(),
                                xp.zeros((1, 1, 1, 4), xp.int8))
     kernel("max_pool_plane")(x4[0, :1], 2, 2, 2, 2, 1, 1, xp.empty((1, 1, 2), dtype))
     kernel("max_pool_plane_2x2")(x4[0, :1], xp.empty((1, 1, 2), dtype))
@@ -245,10 +245,14 @@ def lstm_cell_backward(dh, first, dout, step, batch_first, dc, a, tanh_c, c_prev
             dcb[j] *= ab[h_size + j]
 
 
-def max_pool_forward(x, kh, kw, sh, sw, dh, dw, out, arg):
+def max_pool_forward(x, kh, kw, sh, sw, dh, dw, relu, out, arg):
     """Window maxima over batch-last arrays: x (C, Hp, Wp, N) already padded with -inf, out and
     arg (C, OH, OW, N); arg = the kernel position (row-major) of the first maximum, and a NaN
-    is the maximum of its window (as in PyTorch). The batch is the inner loop: contiguous."""
+    is the maximum of its window (as in PyTorch). The batch is the inner loop: contiguous.
+
+    With ``relu`` the ReLU follows in the same pass, while the window's values are in cache: a
+    maximum that is not positive becomes 0 (NaN stays NaN) and its arg -1, a position no
+    gradient goes to, so the backward needs no mask of its own."""
     c_size, oh_size, ow_size, n_size = out.shape
     for c in range(c_size):
         for oy in range(oh_size):
@@ -266,6 +270,12 @@ def max_pool_forward(x, kh, kw, sh, sw, dh, dw, out, arg):
                             if v > best or (v != v and best == best):
                                 out[c, oy, ox, n] = v
                                 arg[c, oy, ox, n] = k
+                if relu:
+                    for n in range(n_size):
+                        v = out[c, oy, ox, n]
+                        if not v > 0:
+                            arg[c, oy, ox, n] = -1
+                            out[c, oy, ox, n] = v if v != v else 0
 
 
 def max_pool_plane(x, kh, kw, sh, sw, dh, dw, out):

@@ -90,9 +90,20 @@ def test_nan_comes_out_where_the_written_order_puts_it():
     np.testing.assert_array_equal(grads[0], grads[1])
 
 
-def test_the_pool_runs_first():
-    out = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))(lw.randn(1, 1, 4, 4, requires_grad=True))
-    assert type(out.grad_fn).__name__ == "ReLU"  # the last op recorded
+@pytest.mark.parametrize("batch", [1, 16])  # 16: the compiled pool, its ReLU in the same pass
+def test_the_pool_runs_first_with_the_relu_in_its_node(monkeypatch, batch):
+    from layerwise.ops import activation
+
+    relu_ops = []
+    real = activation.ReLU.forward
+    monkeypatch.setattr(activation.ReLU, "forward",
+                        lambda self, x: relu_ops.append(x.shape) or real(self, x))
+    x = lw.randn(batch, 1, 4, 4, requires_grad=True)
+    out = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))(x)
+    assert type(out.grad_fn).__name__ == "MaxPool2d" and relu_ops == []  # one node
+    with lw.no_grad():
+        nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))(x)
+    assert relu_ops == []
 
 
 def test_a_hooked_or_replaced_module_keeps_the_written_order():
@@ -133,3 +144,18 @@ def test_other_neighbours_keep_their_order_and_results():
     expected_values, expected_indices = F.max_pool2d(F.relu(x), 2, return_indices=True)
     np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
     np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())
+
+
+@pytest.mark.parametrize("batch", [1, 3, 16])  # the batch-1 kernel, NumPy slices, batch-last kernel
+@pytest.mark.parametrize("pool_args", POOLS)
+def test_with_no_graph_the_one_node_gives_the_written_order_with_nan_and_infinity(batch,
+                                                                                  pool_args):
+    x_data = _image((batch, 2, 7, 7), seed=10 + batch)
+    x_data[0, 0, 3, 3], x_data[-1, 1, 5, 0] = np.nan, -np.inf
+    x_data[0, 1, :3, :3] = -np.inf  # a window of -inf only: the ReLU makes it 0
+    pool = nn.MaxPool2d(**pool_args)
+    with lw.no_grad():
+        ours = nn.Sequential(nn.ReLU(), pool)(lw.tensor(x_data)).numpy()
+        written = _in_written_order(pool)(lw.tensor(x_data)).numpy()
+    assert np.isnan(ours).any() and not np.isinf(ours).any()
+    np.testing.assert_array_equal(ours, written)
