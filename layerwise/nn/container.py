@@ -64,7 +64,8 @@ _MODULE_CALL = Module.__call__
 
 def _calls_unwatched():
     """False while something has replaced Module.__call__ to watch every module's call (the
-    FLOP counter, audit/cost): a Linear and ReLU run as one node would be one call."""
+    FLOP counter, audit/cost): two modules run as one node (a Linear and its ReLU, a ReLU and
+    its max pool) would be seen as one call, or none."""
     return Module.__call__ is _MODULE_CALL
 
 
