@@ -7,18 +7,20 @@
     layerwise train --model gpt --tokenizer bpe --set n_layer=2   # a language model
     layerwise generate runs/gpt-... --prompt "The "               # continue a prompt
 
-Mistakes a user can fix (a bad option, a missing directory, a damaged checkpoint) print one
-line ``error: ...`` on stderr and exit with 2 (usage) or 1 (anything else), no traceback.
-Anything else is a bug and keeps its traceback.
+Mistakes a user can fix (a bad option, a missing directory, a damaged checkpoint, a full
+disk) print one line ``error: ...`` on stderr and exit with 2 (usage) or 1 (anything else), no
+traceback. Anything else is a bug: its traceback, a line asking to report it, and exit 3.
 """
 
 import argparse
 import json
 import os
 import sys
+import traceback
 
 from layerwise.cli.argtypes import int_at_least, positive_float
 from layerwise.cli.generate import add_generate_parser, generate
+from layerwise.errors import LayerwiseError
 
 _RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "name",
                    "tokenizer", "set")
@@ -101,22 +103,47 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    # Imported here so that `layerwise --help` and usage errors answer instantly.
-    from layerwise.train.checkpoint import RunError
-
     try:
         if getattr(args, "handler", None) is not None:
             return args.handler(args)
         return generate(args, UsageError) if args.command == "generate" else _train(args)
     except UsageError as err:
-        print(f"error: {err} (see `layerwise {args.command} --help`)", file=sys.stderr)
+        print(f"error: {_one_line(err)} (see `layerwise {args.command} --help`)", file=sys.stderr)
         return 2
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except LayerwiseError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a missing file, a permission, a full disk: the machine, not a bug
+        print(f"error: {_os_error(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory; try a smaller --batch-size or model", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; continue with --resume", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"layerwise {layerwise_version()}: this is a bug in layerwise, not in what you "
+              f"typed; please report it with the command you ran", file=sys.stderr)
+        return 3
+
+
+def _one_line(err):
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _os_error(err):
+    where = err.filename if err.filename is not None else None
+    reason = err.strerror or _one_line(err)
+    return f"{where}: {reason}" if where is not None else reason
+
+
+def layerwise_version():
+    from layerwise import __version__
+
+    return __version__
 
 
 def _train(args):

@@ -29,6 +29,7 @@ from layerwise.serialization import (
     flatten_optimizer_state, load, load_with_metadata, save, unflatten_optimizer_state,
     write_text_atomic,
 )
+from layerwise.errors import RunError  # noqa: F401  (re-exported: callers import it here)
 from layerwise.train.callbacks import Callback
 
 RESUME_JSON = "last.json"
@@ -36,10 +37,6 @@ RESUME_WEIGHTS = "last.safetensors"
 _PENDING_WEIGHTS = "last.next.safetensors"
 _FORMAT = "layerwise-resume-1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class RunError(Exception):
-    """A problem with a run directory or its files that the user can fix (one line)."""
 
 
 def load_run_weights(model, weights):
