@@ -1,0 +1,108 @@
+"""Every recipe family through every subcommand, as a user would run them.
+
+Each family is trained in a small form, interrupted after its second checkpoint (as Ctrl-C
+would), resumed to the end, and then walked through report, audit, audit-data, explain, cost,
+compress, finetune and generate. Each cell must either work (exit 0) or refuse with one line
+on stderr and a non-zero exit; a traceback is a failure. ``MATRIX`` says which cells must
+work and which must refuse; the test prints the outcomes it saw.
+"""
+
+import os
+
+import pytest
+
+from layerwise.cli.main import main
+from layerwise.train.checkpoint import ResumeCheckpoint
+
+WORK, REFUSE = "works", "refuses"
+SUBCOMMANDS = ("train", "resume", "report", "audit", "audit-data", "explain", "cost",
+               "compress", "finetune", "generate")
+
+# The small form of each family: its tiny recipe, or the full recipe on a few examples.
+FAMILIES = {
+    "tiny": ["--model", "tiny", "--epochs", "1"],
+    "cnn": ["--model", "cnn", "--epochs", "1", "--set", "train_subset=256"],
+    "gpt-tiny": ["--model", "gpt-tiny", "--epochs", "1"],
+    "lstm-tiny": ["--model", "lstm-tiny", "--epochs", "1"],
+    "bert-tiny": ["--model", "bert-tiny", "--epochs", "1"],
+}
+
+_IMAGE = {command: WORK for command in SUBCOMMANDS} | {"generate": REFUSE}
+_CAUSAL_LM = {command: WORK for command in SUBCOMMANDS} | {
+    "explain": REFUSE, "compress": REFUSE, "finetune": REFUSE}
+MATRIX = {
+    "tiny": _IMAGE,
+    "cnn": _IMAGE,
+    "gpt-tiny": _CAUSAL_LM,
+    "lstm-tiny": _CAUSAL_LM,
+    "bert-tiny": _CAUSAL_LM | {"generate": REFUSE},
+}
+INTERRUPT_AT_STEP = 2
+
+
+def _arguments(command, run, out):
+    """The argv of one cell, for the run directory ``run``; new outputs go under ``out``."""
+    return {
+        "report": ["report", run],
+        "audit": ["audit", run],
+        "audit-data": ["audit-data", run],
+        "explain": ["explain", run, "--index", "0", "--steps", "8",
+                    "--save-dir", os.path.join(out, "explain")],
+        "cost": ["cost", run],
+        "compress": ["compress", run, "--out", os.path.join(out, "compressed"),
+                     "--quantize", "int8", "--no-card"],
+        "finetune": ["finetune", run, "--labels-per-class", "5", "--epochs", "1",
+                     "--min-steps", "5", "--out", out, "--name", "finetuned"],
+        "generate": ["generate", run, "--max-new-tokens", "10", "--seed", "1"],
+    }[command]
+
+
+def _interrupt_after_second_checkpoint(monkeypatch):
+    write = ResumeCheckpoint.on_batch_end
+
+    def on_batch_end(self, trainer, logs):
+        write(self, trainer, logs)
+        if trainer.global_step == INTERRUPT_AT_STEP:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the training loop
+
+    monkeypatch.setattr(ResumeCheckpoint, "on_batch_end", on_batch_end)
+
+
+def _outcome(rc, err):
+    """'works', 'refuses', or a description of what went wrong."""
+    lines = err.strip().splitlines()
+    if rc == 0:
+        return WORK
+    if rc in (1, 2) and len(lines) == 1 and lines[0].startswith("error: "):
+        return REFUSE
+    return f"exit {rc} with stderr {err.strip()[-600:]!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_subcommand_works_or_refuses_in_one_line(family, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "runs")
+    run = os.path.join(out, family)
+    seen = {}
+
+    with monkeypatch.context() as patch:
+        _interrupt_after_second_checkpoint(patch)
+        rc = main(["train", *FAMILIES[family], "--checkpoint-every", "1", "--no-progress",
+                   "--no-card", "--out", out, "--name", family])
+    capsys.readouterr()
+    seen["train"] = WORK if rc == 130 and os.path.isfile(os.path.join(run, "last.json")) \
+        else f"the interrupted run exited {rc}"
+
+    rc = main(["train", "--resume", run, "--no-progress", "--no-card"])
+    seen["resume"] = _outcome(rc, capsys.readouterr().err)
+    assert os.path.isfile(os.path.join(run, "metrics.json")), "the resumed run did not finish"
+
+    for command in SUBCOMMANDS[2:]:
+        rc = main(_arguments(command, run, str(tmp_path / command)))
+        seen[command] = _outcome(rc, capsys.readouterr().err)
+
+    with capsys.disabled():
+        print(f"\n{family}: " + ", ".join(f"{c} {seen[c]}" for c in SUBCOMMANDS))
+    wrong = {c: seen[c] for c in SUBCOMMANDS if seen[c] != MATRIX[family][c]}
+    assert not wrong, f"{family}: expected {MATRIX[family]}, got these cells: {wrong}"

@@ -1,0 +1,172 @@
+"""Every command and code block in README.md runs as printed, so the README cannot drift.
+
+Commands run in-process in a fresh working directory, in the README's order, with settings
+that shorten them appended (``QUICK``: one epoch, a few hundred examples); the recipes, models
+and code paths are the README's own. ``<recipe>-<time>`` stands for the run the README
+trained last with that recipe. A run that the README later resumes is interrupted after its
+second step, as Ctrl-C would, so that ``--resume`` has something to continue.
+"""
+
+import os
+import re
+import runpy
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+import layerwise as lw
+from layerwise.cli.main import main
+from layerwise.train.checkpoint import ResumeCheckpoint
+from layerwise.train.recipes import RECIPES
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+INTERRUPT_AT_STEP = 2
+SMALL_IMAGES = ["--set", "train_subset=300"]
+SMALL_TEXT = ["--set", "corpus_chars=20000"]
+QUICK = {  # appended to a command; argparse keeps the last value of an option
+    "finetune": ["--epochs", "1", "--min-steps", "5"],
+    "explain": ["--steps", "8"],
+}
+QUICK_GENERATE_TOKENS = "20"
+
+
+def readme_blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def readme_commands():
+    """Each command line of the README's bash blocks, split as the shell would."""
+    commands = []
+    for block in readme_blocks("bash"):
+        for line in block.splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv:
+                commands.append(argv)
+    return commands
+
+
+def _quick_train(argv):
+    given = argv[argv.index("--model") + 1] if "--model" in argv else "mlp"
+    small = SMALL_IMAGES if RECIPES[given].task.kind == "image" else SMALL_TEXT
+    if given in ("gpt", "lstm"):
+        small = small + ["--set", "sample_tokens=20"]
+    return argv + ["--epochs", "1", "--no-progress", *small]
+
+
+def _quick(argv):
+    command = argv[0]
+    if command == "train" and "--resume" not in argv:
+        return _quick_train(argv)
+    if command == "train":
+        return argv + ["--no-progress"]
+    if command == "generate" and "--max-new-tokens" in argv:
+        argv = list(argv)
+        argv[argv.index("--max-new-tokens") + 1] = QUICK_GENERATE_TOKENS
+    return argv + QUICK.get(command, [])
+
+
+class _Runs:
+    """Which run directory ``runs/<recipe>-<time>`` stands for: the latest of that recipe."""
+
+    def __init__(self):
+        self.latest = {}
+
+    def record_new(self, before):
+        for name in set(os.listdir("runs")) - before:
+            config = Path("runs", name, "config.json")
+            if config.is_file():
+                recipe = lw.train.checkpoint.read_json(str(config), "config")["recipe"]
+                self.latest[recipe] = os.path.join("runs", name)
+
+    def substitute(self, argv):
+        def run_of(match):
+            recipe = match.group(1)
+            assert recipe in self.latest, f"the README uses a {recipe} run before training one"
+            return self.latest[recipe]
+
+        return [re.sub(r"runs/([\w-]+)-<time>", run_of, arg) for arg in argv]
+
+
+def _interrupting(monkeypatch):
+    write = ResumeCheckpoint.on_batch_end
+
+    def on_batch_end(self, trainer, logs):
+        write(self, trainer, logs)
+        if trainer.global_step == INTERRUPT_AT_STEP:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResumeCheckpoint, "on_batch_end", on_batch_end)
+
+
+def _run_example(argv, monkeypatch):
+    script = str(REPO / argv[1])
+    monkeypatch.setattr(sys, "argv", [script, *argv[2:]])
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as stop:
+        return stop.code or 0
+    return 0
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    commands = [argv for argv in readme_commands() if argv[:2] == ["uv", "run"]]
+    assert ["uv", "run", "pytest"] in commands
+    assert "uv run pytest" in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("runs")
+    commands = readme_commands()
+    resumed = {os.path.basename(argv[argv.index("--resume") + 1])
+               for argv in commands if "--resume" in argv}
+    runs = _Runs()
+    ran = 0
+    for argv in commands:
+        assert argv[:2] == ["uv", "run"], f"README command not run through uv: {argv}"
+        argv = runs.substitute(argv[2:])
+        if argv == ["pytest"]:
+            continue  # the suite itself: test_the_readme_test_command_is_what_ci_runs
+        before = set(os.listdir("runs"))
+        if argv[0] == "python":
+            rc = _run_example(argv, monkeypatch)
+        else:
+            assert argv[0] == "layerwise", f"unexpected README command {argv}"
+            argv = _quick(argv[1:])
+            name = argv[argv.index("--name") + 1] if "--name" in argv else None
+            with monkeypatch.context() as patch:
+                if argv[0] == "train" and name in resumed:
+                    _interrupting(patch)
+                rc = main(argv)
+            if name in resumed:
+                assert rc == 130 and os.path.isfile(os.path.join("runs", name, "last.json"))
+                rc = 0
+        output = capsys.readouterr()
+        assert rc == 0, f"`{shlex.join(argv)}` exited {rc}: {output.err.strip()[-800:]}"
+        runs.record_new(before)
+        ran += 1
+    assert ran >= 15
+    for run in runs.latest.values():
+        assert os.path.isfile(os.path.join(run, "metrics.json")), run
+
+
+def test_the_python_example_runs_and_learns(tmp_path, monkeypatch, capsys):
+    blocks = readme_blocks("python")
+    assert len(blocks) == 1
+    code = blocks[0]
+    assert "for epoch in range(5):" in code
+    code = code.replace("for epoch in range(5):", "for epoch in range(1):")  # keep it quick
+    monkeypatch.chdir(tmp_path)  # the example saves mlp.safetensors in the working directory
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+
+    assert namespace["accuracy"] > 0.8  # one epoch of an MLP on 4,000 digits; chance is 0.1
+    assert f"test accuracy {namespace['accuracy']:.3f}" in capsys.readouterr().out
+    saved = lw.load(tmp_path / "mlp.safetensors")
+    assert list(saved) == list(namespace["model"].state_dict())
+    for name, value in namespace["model"].state_dict().items():
+        assert (saved[name].data == value.data).all()
