@@ -3,8 +3,9 @@
 Commands run in-process in a fresh working directory, in the README's order, with settings
 that shorten them appended (``QUICK``: one epoch, a few hundred examples); the recipes, models
 and code paths are the README's own. ``<recipe>-<time>`` stands for the run the README
-trained last with that recipe. A run that the README later resumes is interrupted after its
-second step, as Ctrl-C would, so that ``--resume`` has something to continue.
+trained last with that recipe. A run that the README later resumes keeps its epochs and is
+interrupted right after its first resume checkpoint, as Ctrl-C would, so that ``--resume`` has
+the rest of the run to continue.
 """
 
 import os
@@ -18,12 +19,11 @@ import pytest
 
 import layerwise as lw
 from layerwise.cli.main import main
-from layerwise.train.checkpoint import ResumeCheckpoint
+from layerwise.train import checkpoint
 from layerwise.train.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-INTERRUPT_AT_STEP = 2
 SMALL_IMAGES = ["--set", "train_subset=300"]
 SMALL_TEXT = ["--set", "corpus_chars=20000"]
 QUICK = {  # appended to a command; argparse keeps the last value of an option
@@ -48,18 +48,19 @@ def readme_commands():
     return commands
 
 
-def _quick_train(argv):
+def _quick_train(argv, keep_epochs):
     given = argv[argv.index("--model") + 1] if "--model" in argv else "mlp"
     small = SMALL_IMAGES if RECIPES[given].task.kind == "image" else SMALL_TEXT
     if given in ("gpt", "lstm"):
         small = small + ["--set", "sample_tokens=20"]
-    return argv + ["--epochs", "1", "--no-progress", *small]
+    epochs = [] if keep_epochs else ["--epochs", "1"]
+    return argv + [*epochs, "--no-progress", *small]
 
 
-def _quick(argv):
+def _quick(argv, keep_epochs=False):
     command = argv[0]
     if command == "train" and "--resume" not in argv:
-        return _quick_train(argv)
+        return _quick_train(argv, keep_epochs)
     if command == "train":
         return argv + ["--no-progress"]
     if command == "generate" and "--max-new-tokens" in argv:
@@ -78,8 +79,9 @@ class _Runs:
         for name in set(os.listdir("runs")) - before:
             config = Path("runs", name, "config.json")
             if config.is_file():
-                recipe = lw.train.checkpoint.read_json(str(config), "config")["recipe"]
-                self.latest[recipe] = os.path.join("runs", name)
+                recipe = checkpoint.read_json(str(config), "config").get("recipe")
+                if recipe is not None:  # compress and finetune runs name no recipe
+                    self.latest[recipe] = os.path.join("runs", name)
 
     def substitute(self, argv):
         def run_of(match):
@@ -91,14 +93,13 @@ class _Runs:
 
 
 def _interrupting(monkeypatch):
-    write = ResumeCheckpoint.on_batch_end
+    write = checkpoint.save_resume_state
 
-    def on_batch_end(self, trainer, logs):
-        write(self, trainer, logs)
-        if trainer.global_step == INTERRUPT_AT_STEP:
-            raise KeyboardInterrupt
+    def save_then_interrupt(run_dir, state):
+        write(run_dir, state)
+        raise KeyboardInterrupt  # what Ctrl-C raises in the training loop
 
-    monkeypatch.setattr(ResumeCheckpoint, "on_batch_end", on_batch_end)
+    monkeypatch.setattr(checkpoint, "save_resume_state", save_then_interrupt)
 
 
 def _run_example(argv, monkeypatch):
@@ -136,8 +137,8 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
             rc = _run_example(argv, monkeypatch)
         else:
             assert argv[0] == "layerwise", f"unexpected README command {argv}"
-            argv = _quick(argv[1:])
             name = argv[argv.index("--name") + 1] if "--name" in argv else None
+            argv = _quick(argv[1:], keep_epochs=name in resumed)
             with monkeypatch.context() as patch:
                 if argv[0] == "train" and name in resumed:
                     _interrupting(patch)

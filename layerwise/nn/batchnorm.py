@@ -89,6 +89,15 @@ def _update_running(running, batch_value, momentum):
         running.data = new.astype(running.dtype)
 
 
+def _count_batch(counter):
+    """counter += 1, in place as PyTorch's ``add_(1)``, so it stays a 0-d array: ``data + 1``
+    would give a NumPy scalar, which is neither writable in place nor savable by ``lw.save``."""
+    if getattr(counter.data, "flags", None) is not None and counter.data.flags.writeable:
+        counter.data[...] += 1
+    else:
+        counter.data = xp.asarray(counter.data + 1, dtype=counter.dtype)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Functional batch norm over dim 1 of (N, C, ...). In training the batch statistics are
@@ -166,7 +175,7 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             recording.unsupported(f"{name} in training mode counts batches in Python, which a "
                                   "replay would skip; compile the model in eval mode")
-            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+            _count_batch(self.num_batches_tracked)
             if self.momentum is None:  # cumulative moving average over all batches so far
                 momentum = 1.0 / int(self.num_batches_tracked.data)
         # Eval with tracked statistics uses them; otherwise (training, or nothing tracked)
