@@ -147,6 +147,29 @@ def attention_maps(model, inputs):
         model.train(was_training)
 
 
+def token_labels(tokenizer, ids, specials=()):
+    """Each token id as a short label for a plot's axis.
+
+    Ids from the tokenizer's vocabulary decode to their text. Ids past it are the run's
+    special tokens, numbered after the vocabulary (BERT's [PAD], [UNK], [CLS], [SEP], [MASK]:
+    train/mlm_recipe.py), and show by name; an id that is neither shows as <id>, so a plot
+    never fails on a token the tokenizer cannot spell.
+    """
+    n = tokenizer.vocab_size if tokenizer is not None else 0
+    labels = []
+    for i in (int(i) for i in ids):
+        if tokenizer is None:
+            text = str(i)
+        elif 0 <= i < n:
+            text = tokenizer.decode([i])
+        elif 0 <= i - n < len(specials):
+            text = specials[i - n]
+        else:
+            text = f"<{i}>"
+        labels.append(text.replace("\n", "\\n") or "?")
+    return labels
+
+
 def spearman(a, b):
     """Spearman rank correlation of two arrays (flattened), average ranks for ties."""
     from scipy.stats import spearmanr

@@ -19,7 +19,7 @@ from layerwise.audit.card import write_card
 from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import get_rng_state, set_rng_state
 from layerwise.train.checkpoint import RunError, load_run_weights, read_json
-from layerwise.train.recipes import get_recipe
+from layerwise.train.recipes import check_run_config
 
 N_EXPLAIN = 10
 
@@ -81,8 +81,10 @@ def load_run(run_dir):
     """Rebuild a finished run: its recipe's model with model.safetensors, and its data splits."""
     if not os.path.isdir(run_dir):
         raise RunError(f"no run directory {run_dir!r}")
-    config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
-    recipe = get_recipe(config.get("recipe"))
+    config_path = os.path.join(run_dir, "config.json")
+    # held to a new run's schemas before a crafted size or a wrong type reaches the model
+    config = read_json(config_path, "the run's config")
+    recipe = check_run_config(config, config_path)
     weights = os.path.join(run_dir, "model.safetensors")
     if not os.path.isfile(weights):
         raise RunError(f"{run_dir} has no model.safetensors: the run has not finished; "
@@ -254,14 +256,28 @@ def _data_checks(x_tr, y_tr, x_va, x_te, y_te, probs_te, k, full):
                                             "never saw the test split)"}}
 
 
+def attention_example(run, index=0, max_tokens=None):
+    """(ids (1, T), a label per token) of validation sequence ``index`` as the model sees it.
+
+    A masked-LM sequence is cut at its first [PAD]: without the attention mask, which
+    attention_maps does not pass, the maps would spread onto the padding.
+    """
+    x, _ = split_arrays(run.splits["val"])
+    row, specials = x[index], ()
+    if run.kind == "mlm":
+        from layerwise.train.mlm_recipe import SPECIALS, special_ids
+
+        specials = SPECIALS
+        pads = np.flatnonzero(row == special_ids(run.tokenizer)["[PAD]"])
+        row = row[:pads[0]] if len(pads) else row
+    ids = np.ascontiguousarray(row[None, :max_tokens])  # (1, T)
+    return ids, explain.token_labels(run.tokenizer, ids[0], specials)
+
+
 def _attention(run, n_tokens=24):
     """Attention maps of a transformer on the start of the first validation sequence."""
-    x, _ = split_arrays(run.splits["val"])
-    ids = np.ascontiguousarray(x[:1, :n_tokens])  # (1, T)
+    ids, tokens = attention_example(run, 0, n_tokens)
     maps = explain.attention_maps(run.model, Tensor(ids))
-    tokens = [run.tokenizer.decode([int(i)]) if run.tokenizer is not None else str(int(i))
-              for i in ids[0]]
-    tokens = [t.replace("\n", "\\n") or "?" for t in tokens]
     return ({"attention_layers": len(maps), "attention_tokens": tokens,
              "method": "attention weights of each layer on the first validation tokens, "
                        "averaged over heads"},
@@ -340,7 +356,10 @@ def _caveats(card):
 def build_report(run_dir, group_labels=None, group_name="group", full=True, write=True):
     """Audit the run in ``run_dir`` and write card.json + card.html there; returns the card."""
     run = load_run(run_dir)
-    if group_labels is not None and run.kind == "image" and \
+    if group_labels is not None and run.kind != "image":
+        raise RunError(f"--groups needs an image classifier; {run_dir} is a {run.kind!r} run "
+                       f"(a language model), whose card has no per-example predictions")
+    if group_labels is not None and \
             len(group_labels) != len(run.splits["test"]):
         raise RunError(f"the groups give {len(group_labels)} labels but the test split has "
                        f"{len(run.splits['test'])} examples; give one group per test example")

@@ -60,23 +60,40 @@ class Classifier(Module):
 # --- data --------------------------------------------------------------------------------------
 
 
-def split_digits(images, labels, pretrain_classes=(0, 1, 2, 3, 4), test_per_class=100):
-    """{"pretrain": (x, y), "pool": (x, y), "test": (x, y)}; the target labels (5-9) are
-    renumbered 0..4. The test images are a fixed draw, the same for every seed."""
+# A class with fewer test images than this gives an accuracy too coarse to compare (one
+# image moves it by 5 points).
+MIN_TEST_PER_CLASS = 20
+
+
+def split_digits(images, labels, pretrain_classes=(0, 1, 2, 3, 4), test_per_class=100,
+                 not_for_test=None):
+    """{"pretrain": (x, y), "pool": (x, y), "test": (x, y), "test_indices": (M,)}; the target
+    labels (5-9) are renumbered 0..4. The test images are a fixed draw, the same for every
+    seed: up to ``test_per_class`` of each class among the images that ``not_for_test``
+    (a boolean mask over ``images``, e.g. those a source model trained on) leaves, and at
+    least MIN_TEST_PER_CLASS. The pool is every other image of the target classes, masked
+    ones included: training on them is fine, testing on them is not."""
     pre = xp.isin(labels, xp.asarray(pretrain_classes))
     targets = sorted(set(labels[~pre].tolist()))
     remap = {c: i for i, c in enumerate(targets)}
+    barred = xp.zeros(len(labels), bool) if not_for_test is None else xp.asarray(not_for_test)
     rng = xp.random.default_rng(12345)  # fixed: the test set must not move with the seed
     pool, test = [], []
     for c in targets:
         idx = rng.permutation(xp.flatnonzero(labels == c))
-        test.append(idx[:test_per_class])
-        pool.append(idx[test_per_class:])
+        allowed = idx[~barred[idx]]
+        if len(allowed) < MIN_TEST_PER_CLASS:
+            raise ValueError(f"digit {c} has {len(allowed)} images the source model did not "
+                             f"train on; a test set needs at least {MIN_TEST_PER_CLASS}: "
+                             f"choose classes the source did not train on")
+        chosen = allowed[:test_per_class]
+        test.append(chosen)
+        pool.append(idx[~xp.isin(idx, chosen)])
     pool, test = xp.concatenate(pool), xp.concatenate(test)
     relabel = xp.vectorize(remap.get, otypes=[labels.dtype])
     return {"pretrain": (images[pre], labels[pre]),
             "pool": (images[pool], relabel(labels[pool])),
-            "test": (images[test], relabel(labels[test]))}
+            "test": (images[test], relabel(labels[test])), "test_indices": test}
 
 
 def sample_per_class(x, y, n, seed):

@@ -80,11 +80,11 @@ def test_training_cost_is_read_when_present(tmp_path):
     assert cost["values"]["emissions_csv"]["emissions"] == "0.00004"
 
 
-def test_unfinished_or_missing_runs_are_one_line_errors(tmp_path):
+def test_unfinished_or_missing_runs_are_one_line_errors(tiny_run, tmp_path):
     with pytest.raises(RunError, match="no run directory"):
         load_run(str(tmp_path / "nope"))
-    (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "config.json").write_text(json.dumps({"recipe": "tiny"}))
+    (tmp_path / "half").mkdir()  # a run's config, and no weights yet
+    shutil.copy(os.path.join(tiny_run, "config.json"), tmp_path / "half" / "config.json")
     with pytest.raises(RunError, match="has not finished"):
         load_run(str(tmp_path / "half"))
 

@@ -19,7 +19,8 @@ def _source_run(tmp_path):
     run.mkdir()
     save(model.state_dict(), run / "model.safetensors")
     (run / "config.json").write_text(json.dumps(
-        {"model": {"arch": "mlp", "width": 16, "num_classes": 5}}))
+        {"model": {"arch": "mlp", "width": 16, "num_classes": 5},
+         "data": {"pretrain_classes": [0, 1, 2, 3, 4]}}))
     return run, model
 
 

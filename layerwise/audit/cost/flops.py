@@ -2,10 +2,26 @@
 
 How it counts: inside ``count_flops()`` every ``Function.apply`` is wrapped, so each
 primitive that runs is seen once with its input shapes, its keyword parameters and which
-inputs need a gradient; ``Module.__call__`` is wrapped too, so each op is charged to the
-innermost module running it. Counting at the Function level rather than with per-layer
-forward hooks means a model needs no per-layer rules: anything built from counted ops is
-counted, including the loss and functional code outside any layer.
+inputs need a gradient, and each op is charged to the innermost module running it. Counting
+at the Function level means a model needs no per-layer rules: anything built from counted
+ops is counted, including the loss and functional code outside any layer. (autograd has no
+public per-op hook, so ``Function.apply`` is swapped for the block; modules are not: see
+"Which module" below.)
+
+The count is a function of the model and the input shapes alone, not of which fast path ran:
+- every rule is a sum over the batch, so a block run as two halves of its batch on two
+  threads (``lw.parallel.in_halves``) costs what the whole batch costs. In particular a
+  broadcast input's gradient (a bias, a layer norm's weight) is charged per element of the
+  output it is summed from, not per element of the parameter;
+- a node that only runs other ops (``_InHalves``) costs nothing itself: its ops are counted;
+- modules are watched, so ``nn.Sequential`` runs each layer as written (a Linear and its
+  ReLU as two ops, not one fused node).
+
+Which module: each module of ``model`` has its ``forward`` wrapped on the instance (never
+``Module.__call__``), pushing its name on a stack of the thread that runs it. Module has
+forward hooks only after the call, which cannot tell where a call starts. Ops that a split
+runs on a helper thread outside any module of their own are charged to the module that ran
+the split.
 
 Backward FLOPs are derived from the same forward record, not measured during backward: for
 each input that needs a gradient, the matmul that produces it. So a first layer, whose
@@ -18,17 +34,19 @@ Conventions (one multiply-add = 2 FLOPs, as in nanoGPT, PaLM's MFU and fvcore's 
     attention  fwd 2*B*H*Tq*Tk*(d + dv) (QK^T and PV); softmax 5 per score (max, sub, exp,
                sum, div) + 1 per score for the scale; bwd dV, dP 2*B*H*Tq*Tk*dv, dQ, dK
                2*B*H*Tq*Tk*d, the softmax backward 3 per score
-    others     1 FLOP per output element forward, 1 per element of each needed gradient
-               backward (elementwise, activations, reductions); ops that move data only
+    others     1 FLOP per element of the largest tensor the op reads or writes, forward
+               (elementwise ops, activations, layer norm, reductions and losses read each
+               input element once); backward, per input that needs a gradient, 1 per element
+               of the larger of that input and the output; ops that move data only
                (reshape, transpose, index, cat, ...) cost 0
 """
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from layerwise.autograd.function import Function
-from layerwise.nn.module import Module
 
 # Functions that only move or view data: no arithmetic.
 _MOVEMENT = {
@@ -37,6 +55,10 @@ _MOVEMENT = {
     "Copy", "Repeat", "Tile", "Gather", "Narrow", "Slice", "Chunk", "Embedding", "Dropout",
     "MovedAxis", "Flip", "Roll", "Where", "Detach", "EmbeddingFunction",
 }
+
+# Nodes whose forward runs other ops, each recorded on its own: counting the node as well
+# would count its work twice (and its output, whose halves those ops wrote, twice).
+_CONTAINERS = {"_InHalves"}
 
 
 @dataclass
@@ -57,6 +79,7 @@ class OpRecord:
 class FlopReport:
     ops: list = field(default_factory=list)
     params: dict = field(default_factory=dict)  # module name -> its own parameter count
+    module_order: list = field(default_factory=list)  # the model's module names, in order
 
     @property
     def forward_flops(self):
@@ -86,9 +109,11 @@ class FlopReport:
         return table
 
     def by_module(self):
-        """module name ('' for ops outside any layer) -> totals, in the order modules ran."""
+        """module name ('' for ops outside any layer) -> totals: the model's modules in their
+        declared order (ops of two threads arrive interleaved), then the rest as first seen."""
+        rank = {name: i for i, name in enumerate(self.module_order)}
         table = {}
-        for r in self.ops:
+        for r in sorted(self.ops, key=lambda r: rank.get(r.module, len(rank))):
             row = table.setdefault(r.module, {"forward_flops": 0, "backward_flops": 0,
                                               "activation_bytes": 0, "ops": 0,
                                               "params": self.params.get(r.module, 0)})
@@ -177,8 +202,12 @@ def _recurrent(shapes, params, out, needs):
 
 
 def _elementwise(shapes, params, out, needs):
-    bwd = sum(_numel(s) for s, need in zip(shapes, needs) if need)
-    return _numel(out), bwd
+    # the larger of input and output: a reduction reads every input element, and a broadcast
+    # input's gradient is summed from every output element (so the count adds up over batch
+    # halves: a layer norm's weight gradient on B/2 rows twice costs what it costs on B rows)
+    fwd = max([_numel(out)] + [_numel(s) for s in shapes])
+    bwd = sum(max(_numel(s), _numel(out)) for s, need in zip(shapes, needs) if need)
+    return fwd, bwd
 
 
 RULES = {
@@ -199,7 +228,7 @@ def op_cost(name, shapes, params, out_shape, needs):
     needs = tuple(int(bool(n)) for n in needs) + (0,) * (len(shapes) - len(needs))
     if name in RULES:
         return RULES[name](shapes, params, out_shape, needs)
-    if name in _MOVEMENT:
+    if name in _MOVEMENT or name in _CONTAINERS:
         return 0, 0
     return _elementwise(shapes, params, out_shape, needs)
 
@@ -215,43 +244,98 @@ def count_flops(model=None):
             loss = loss_fn(model(x), y)
         report.by_module()
 
-    Not thread-safe: it swaps ``Function.apply`` and ``Module.__call__`` for the block.
+    Not for use from two threads at once: it swaps ``Function.apply`` for the block (the
+    helper thread of layerwise's own two-core splits is counted).
     """
     report = FlopReport()
     names = {}
     if model is not None:
         for name, module in model.named_modules():
-            names.setdefault(id(module), name)
+            if id(module) in names:
+                continue  # a shared module keeps its first name
+            names[id(module)] = name
+            report.module_order.append(name)
             own = sum(_numel(p.shape) for p in module.parameters(recurse=False))
             if own:
                 report.params[name] = own
-    stack = [""]
+    where = _ModuleStacks()
     original_apply = Function.__dict__["apply"]
-    original_call = Module.__call__
 
     def apply(cls, *inputs, **params):
-        out = original_apply.__func__(cls, *inputs, **params)
+        module, opened = where.enter_op()
+        try:
+            out = original_apply.__func__(cls, *inputs, **params)
+        finally:
+            where.leave_op(opened)
         shapes = [tuple(t.shape) for t in inputs]
         needs = tuple(t.requires_grad for t in inputs) if out.requires_grad else ()
         fwd, bwd = op_cost(cls.__name__, shapes, params, tuple(out.shape), needs)
-        report.ops.append(OpRecord(cls.__name__, stack[-1], shapes, tuple(out.shape), int(fwd),
-                                   int(bwd), int(out.data.nbytes), bool(out.requires_grad)))
+        kept = bool(out.requires_grad) and cls.__name__ not in _CONTAINERS
+        report.ops.append(OpRecord(cls.__name__, module, shapes, tuple(out.shape), int(fwd),
+                                   int(bwd), int(out.data.nbytes), kept))
         return out
 
-    def call(self, *args, **kwargs):
-        stack.append(names.get(id(self), stack[-1]))
-        try:
-            return original_call(self, *args, **kwargs)
-        finally:
-            stack.pop()
-
+    wrapped = []
     Function.apply = classmethod(apply)
-    Module.__call__ = call
     try:
+        if model is not None:
+            seen = set()
+            for module in model.modules():
+                if id(module) not in seen:
+                    seen.add(id(module))
+                    wrapped.append((module, module.__dict__.get("forward")))
+                    module.__dict__["forward"] = where.watch(module, names[id(module)])
         yield report
     finally:
         Function.apply = original_apply
-        Module.__call__ = original_call
+        for module, own in wrapped:
+            if own is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = own
+
+
+class _ModuleStacks:
+    """The module each op runs in: a stack of module names per thread, pushed by each
+    module's watched forward. A thread that runs ops outside any module of its own (the
+    helper of a two-core split) takes the module of the op that started it: the outermost op
+    running at the time."""
+
+    def __init__(self):
+        self.local = threading.local()
+        self.outer = None  # the module of the outermost op now running, on any thread
+
+    def stack(self):
+        stack = getattr(self.local, "stack", None)
+        if stack is None:
+            stack = self.local.stack = []
+        return stack
+
+    def enter_op(self):
+        """(the module to charge, whether this op is the outermost one running)."""
+        stack = self.stack()
+        module = stack[-1] if stack else (self.outer or "")
+        if self.outer is None:
+            self.outer = module
+            return module, True
+        return module, False
+
+    def leave_op(self, opened):
+        if opened:
+            self.outer = None
+
+    def watch(self, module, name):
+        forward = module.forward  # the class's, or one set on this instance before
+        stacks = self
+
+        def watched_forward(*args, **kwargs):
+            stack = stacks.stack()
+            stack.append(name)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                stack.pop()
+        return watched_forward
 
 
 def profile_model(model, inputs, loss_fn=None, targets=None):
