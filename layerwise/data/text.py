@@ -47,7 +47,12 @@ class CharTokenizer:
                              f"{self.vocab_size} characters") from None
 
     def decode(self, ids):
-        return "".join(self.chars[int(i)] for i in ids)
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside this tokenizer's vocabulary "
+                             f"(ids 0-{self.vocab_size - 1})")
+        return "".join(self.chars[i] for i in ids)
 
     def save(self, path):
         Path(path).write_text(json.dumps({"kind": self.kind, "chars": self.chars}, ensure_ascii=False))
@@ -114,11 +119,25 @@ def load_tokenizer(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file {path} does not exist")
-    data = json.loads(path.read_text())
-    if data.get("kind") == "char":
-        return CharTokenizer(data["chars"])
-    if "model" in data:  # the HF tokenizers format
-        return BPETokenizer.load(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"tokenizer file {path} is not valid JSON: {err}") from None
+    if isinstance(data, dict) and data.get("kind") == "char":
+        chars = data.get("chars")
+        if not (isinstance(chars, list) and chars
+                and all(isinstance(c, str) and len(c) == 1 for c in chars)
+                and len(set(chars)) == len(chars)):
+            raise ValueError(f"tokenizer file {path}: 'chars' must be a non-empty list of "
+                             f"distinct single characters")
+        return CharTokenizer(chars)
+    if isinstance(data, dict) and "model" in data:  # the HF tokenizers format
+        try:
+            return BPETokenizer.load(path)
+        except Exception as err:  # tokenizers raises a bare Exception for a bad file
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"tokenizer file {path} is not a readable HF tokenizer: "
+                             f"{reason}") from None
     raise ValueError(f"{path} is neither a layerwise char tokenizer nor an HF tokenizer.json")
 
 

@@ -53,3 +53,10 @@ def test_lm_splits_are_shifted_windows_with_a_positional_holdout():
     assert vx.min() >= 84  # validation comes after every training token
     with pytest.raises(ValueError, match="fewer than block_size"):
         lm_splits(np.arange(10), block_size=16)
+
+
+@pytest.mark.parametrize("bad_id", [3, -1, 10**6])
+def test_char_tokenizer_decode_refuses_ids_outside_its_vocabulary(bad_id):
+    tokenizer = CharTokenizer("abc")
+    with pytest.raises(ValueError, match=rf"^token id {bad_id} is outside .*ids 0-2\)$"):
+        tokenizer.decode([0, bad_id])
