@@ -7,7 +7,7 @@ graph is being recorded, links the output to this node so the engine can walk ba
 """
 
 from layerwise.autograd import anomaly, grad_mode, recording
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, not_a_tensor_error
 
 
 class Function:
@@ -26,6 +26,9 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Inputs are Tensors (the differentiable arguments); params are plain values."""
+        for t in inputs:
+            if not isinstance(t, Tensor):
+                raise not_a_tensor_error(t, cls.__name__)
         ctx = cls()
         track = grad_mode.state.enabled and any(t.requires_grad for t in inputs)
         if track:

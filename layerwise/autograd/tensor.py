@@ -170,3 +170,29 @@ class Tensor:
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return f"tensor({body}" + "".join(", " + e for e in extras) + ")"
+
+
+def _describe(value):
+    """A short, one-line picture of a value that should have been a Tensor."""
+    kind = type(value)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{name} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = " ".join(repr(value).split())  # one line, however the value prints
+    return f"{name} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def not_a_tensor_error(value, who, what="input"):
+    """The TypeError for a NumPy array, list or number passed where a Tensor is needed.
+
+    PyTorch refuses these too; without the check they fail deep inside an op (a list has no
+    ``.ndim``, an array no ``.requires_grad``) or slip through as float64 data."""
+    return TypeError(
+        f"{who} {what} must be a Tensor, got {_describe(value)}; wrap it with lw.tensor(...)"
+    )
+
+
+def check_tensor(value, who, what="input"):
+    if not isinstance(value, Tensor):
+        raise not_a_tensor_error(value, who, what)
+    return value

@@ -9,9 +9,11 @@ Masks here follow nn.MultiheadAttention, NOT F.scaled_dot_product_attention: a b
 added to the scores. They are turned into one additive mask for the attention op.
 """
 
+import numbers
+
 from layerwise import backend
 from layerwise.backend import xp
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.linear import Linear
@@ -53,10 +55,14 @@ class MultiheadAttention(Module):
         if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim <= 0:
             raise ValueError(f"MultiheadAttention embed_dim must be a positive int, "
                              f"got {embed_dim!r}")
-        if not isinstance(num_heads, int) or num_heads <= 0 or embed_dim % num_heads:
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(f"MultiheadAttention num_heads must be a positive int, "
+                             f"got {num_heads!r}")
+        if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")
-        if not 0 <= dropout < 1:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
+                or not 0 <= dropout < 1:
             raise ValueError(f"MultiheadAttention dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.dropout, self.batch_first = float(dropout), batch_first
@@ -88,6 +94,8 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            check_tensor(x, "MultiheadAttention", name)
         batched = query.ndim == 3
         if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
             raise ValueError(f"MultiheadAttention expects 3-D (batched) or 2-D (unbatched) query, "
@@ -97,6 +105,7 @@ class MultiheadAttention(Module):
         if dims != (self.embed_dim,) * 3:
             raise ValueError(f"MultiheadAttention was built with embed_dim={self.embed_dim}; got "
                              f"query, key, value with last dims {dims}")
+        self._check_lengths(query.shape, key.shape, value.shape, batched)
         same = query is key and key is value  # self-attention: project once
         if not batched:  # (L, E) -> (1, L, E)
             query = query.unsqueeze(0)
@@ -134,6 +143,18 @@ class MultiheadAttention(Module):
         if average_attn_weights:
             weights = weights.mean(dim=1)  # (N, h, L, S) -> (N, L, S)
         return out, weights.squeeze(0) if not batched else weights
+
+    def _check_lengths(self, q, k, v, batched):
+        """key and value need one length S and one batch N, and query the same N."""
+        shapes = f"query {tuple(q)}, key {tuple(k)}, value {tuple(v)}"
+        if k[:-1] != v[:-1]:
+            raise ValueError(f"MultiheadAttention key and value must have the same shape but for "
+                             f"the last dim (one value per key), got {shapes}")
+        batch_dim = 0 if self.batch_first else 1
+        if batched and q[batch_dim] != k[batch_dim]:
+            layout = "(N, L, E)" if self.batch_first else "(L, N, E) (batch_first=False)"
+            raise ValueError(f"MultiheadAttention query, key and value must have the same batch "
+                             f"size N, laid out {layout}, got {shapes}")
 
     def _finish(self, out, batched):
         """(N, L, E) back to the caller's layout."""

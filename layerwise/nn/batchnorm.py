@@ -22,7 +22,7 @@ from layerwise.autograd.function import Function
 from layerwise.nn import init
 from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, check_tensor
 
 
 class BatchNorm(Function):
@@ -137,6 +137,12 @@ class _BatchNorm(Module):
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"{type(self).__name__} num_features must be a positive int, got "
                              f"{num_features!r}")
+        if momentum is not None and not (isinstance(momentum, (int, float))
+                                         and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"{type(self).__name__} momentum must be in [0, 1] (or None for a "
+                             f"cumulative average), got {momentum!r}")
+        if not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"{type(self).__name__} eps must be a number >= 0, got {eps!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = backend.to_dtype(dtype or backend.default_float())
@@ -166,6 +172,7 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         name = type(self).__name__
+        check_tensor(x, name)
         if x.ndim not in self._expected:
             raise ValueError(f"{name} expected {self._layout} input, got shape {tuple(x.shape)}")
         if x.shape[1] != self.num_features:

@@ -10,13 +10,15 @@ import math
 
 from layerwise import backend
 from layerwise.backend import xp
+from layerwise.autograd.tensor import check_tensor
 from layerwise.nn import init
 from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
 from layerwise.ops.conv import conv1d, conv2d
 
 
-def _ntuple(value, n, name, layer):
+def _ntuple(value, n, name, layer, minimum):
+    """``value`` (an int, or a tuple of ``n`` ints, each >= ``minimum``) as an n-tuple."""
     out = (value,) * n if isinstance(value, int) and not isinstance(value, bool) else value
     if (
         not isinstance(out, (tuple, list))
@@ -24,6 +26,9 @@ def _ntuple(value, n, name, layer):
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in out)
     ):
         raise ValueError(f"{layer} {name} must be an int or a tuple of {n} ints, got {value!r}")
+    if any(v < minimum for v in out):
+        what = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{layer} {name} must be {what} (>= {minimum}), got {value!r}")
     return tuple(out)
 
 
@@ -64,9 +69,9 @@ class _ConvNd(Module):
                 f"{layer} supports padding_mode='zeros' only, got {padding_mode!r}"
             )
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _ntuple(kernel_size, n, "kernel_size", layer)
-        self.stride = _ntuple(stride, n, "stride", layer)
-        self.dilation = _ntuple(dilation, n, "dilation", layer)
+        self.kernel_size = _ntuple(kernel_size, n, "kernel_size", layer, 1)
+        self.stride = _ntuple(stride, n, "stride", layer, 1)
+        self.dilation = _ntuple(dilation, n, "dilation", layer, 1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
@@ -76,7 +81,7 @@ class _ConvNd(Module):
                 raise ValueError(f"{layer} padding='same' needs stride 1, got stride={self.stride}")
             self.padding = padding
         else:
-            self.padding = _ntuple(padding, n, "padding", layer)
+            self.padding = _ntuple(padding, n, "padding", layer, 0)
         self.groups, self.padding_mode = groups, padding_mode
         dtype = backend.to_dtype(dtype or backend.default_float())
         shape = (out_channels, in_channels // groups) + self.kernel_size
@@ -93,6 +98,7 @@ class _ConvNd(Module):
 
     def _check_input(self, x):
         layer, n = type(self).__name__, self._dims
+        check_tensor(x, layer)
         spatial = "(H, W)" if n == 2 else "(L)"
         if x.ndim not in (n + 1, n + 2):
             raise ValueError(

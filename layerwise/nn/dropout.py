@@ -1,5 +1,6 @@
 """Dropout and Flatten: layers without parameters that reshape or mask their input."""
 
+from layerwise.autograd.tensor import check_tensor
 from layerwise.nn import functional as F
 from layerwise.nn.module import Module
 
@@ -30,7 +31,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
-        return x.flatten(self.start_dim, self.end_dim)
+        return check_tensor(x, "Flatten").flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

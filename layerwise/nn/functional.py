@@ -7,7 +7,7 @@ its arguments (the common mistakes there deserve clear messages).
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.ops import elementwise as ew
 from layerwise.ops.activation import (gelu, leaky_relu, relu, relu_grad, relu_in_place, sigmoid,
                                       silu, softplus, tanh)
@@ -83,7 +83,7 @@ def _one_row(rows, weight, bias, relu):
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` with weight laid out (out_features, in_features)."""
-    return linear_maybe_relu(input, weight, bias, relu=False)
+    return linear_maybe_relu(check_tensor(input, "linear"), weight, bias, relu=False)
 
 
 def linear_maybe_relu(input, weight, bias, relu):

@@ -4,6 +4,7 @@ import math
 
 from layerwise import backend
 from layerwise.backend import xp
+from layerwise.autograd.tensor import check_tensor
 from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.module import Module
@@ -20,8 +21,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=None):
         super().__init__()
         for name, n in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise ValueError(f"Linear {name} must be a non-negative int, got {n!r}")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"Linear {name} must be a positive int, got {n!r}")
         self.in_features, self.out_features = in_features, out_features
         dtype = backend.to_dtype(dtype or backend.default_float())
         self.weight = Parameter(xp.empty((out_features, in_features), dtype=dtype))
@@ -31,7 +32,7 @@ class Linear(Module):
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features else 0.0
+            bound = 1 / math.sqrt(self.in_features)
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
@@ -44,9 +45,12 @@ class Linear(Module):
         return F.linear_maybe_relu(self._checked(x), self.weight, self.bias, relu=True)
 
     def _checked(self, x):
+        check_tensor(x, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
-                f"Linear expected last dim {self.in_features}, got input of shape {tuple(x.shape)}"
+                f"Linear expected last dim {self.in_features} (weight of shape "
+                f"{tuple(self.weight.shape)}, (out_features, in_features)), got input of shape "
+                f"{tuple(x.shape)}"
             )
         if x.dtype != self.weight.dtype:
             hint = (

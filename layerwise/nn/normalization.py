@@ -1,5 +1,7 @@
 """LayerNorm and RMSNorm, with PyTorch's parameter names (``weight``, ``bias``)."""
 
+import numbers
+
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.nn.module import Module
@@ -17,6 +19,12 @@ def _shape(name, normalized_shape):
     return shape
 
 
+def _eps(name, eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"{name} eps must be a number >= 0, got {eps!r}")
+    return eps
+
+
 class LayerNorm(Module):
     """Normalises the last dims to zero mean and unit variance, then scales and shifts:
     y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias (Ba et al. 2016).
@@ -28,7 +36,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
         super().__init__()
         self.normalized_shape = _shape("LayerNorm", normalized_shape)
-        self.eps = eps
+        self.eps = _eps("LayerNorm", eps)
         self.elementwise_affine = elementwise_affine
         dtype = backend.to_dtype(dtype or backend.default_float())
         self.weight = self.bias = None
@@ -54,7 +62,7 @@ class RMSNorm(Module):
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=None):
         super().__init__()
         self.normalized_shape = _shape("RMSNorm", normalized_shape)
-        self.eps = eps
+        self.eps = None if eps is None else _eps("RMSNorm", eps)
         self.elementwise_affine = elementwise_affine
         dtype = backend.to_dtype(dtype or backend.default_float())
         self.weight = (

@@ -2,7 +2,9 @@
 arguments). The work is done by layerwise.ops.pool."""
 
 from layerwise.nn.module import Module
-from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2d_then_relu
+from layerwise.ops.pool import (
+    adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2d_then_relu, output_pair, pool_arguments,
+)
 
 
 class MaxPool2d(Module):
@@ -12,6 +14,7 @@ class MaxPool2d(Module):
         self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False
     ):
         super().__init__()
+        pool_arguments(kernel_size, stride, padding, dilation, "MaxPool2d")
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
@@ -54,6 +57,16 @@ class AvgPool2d(Module):
         divisor_override=None,
     ):
         super().__init__()
+        pool_arguments(kernel_size, stride, padding, 1, "AvgPool2d")
+        if divisor_override is not None and (
+            isinstance(divisor_override, bool)
+            or not isinstance(divisor_override, int)
+            or divisor_override < 1
+        ):
+            raise ValueError(
+                f"AvgPool2d divisor_override must be a positive int or None, got "
+                f"{divisor_override!r}"
+            )
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.ceil_mode = padding, ceil_mode
@@ -80,6 +93,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
+        output_pair(output_size, (1, 1), "AdaptiveAvgPool2d")  # checked now; None stays None
         self.output_size = output_size
 
     def forward(self, x):

@@ -15,7 +15,7 @@ import math
 
 from layerwise import backend
 from layerwise.backend import xp
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.module import Module
@@ -135,8 +135,7 @@ class RNNBase(Module):
     # --- shapes -------------------------------------------------------------------------------
     def _check_input(self, input, projected):
         name = type(self).__name__
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{name} input must be a Tensor, got {type(input).__name__}")
+        check_tensor(input, name)
         width, what = self.input_size, "input_size"
         if projected:
             width, what = (

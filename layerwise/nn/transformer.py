@@ -2,13 +2,17 @@
 
 Submodule names are PyTorch's (self_attn, multihead_attn, linear1, linear2, norm1..3,
 dropout, dropout1..3), so a torch.nn.TransformerEncoderLayer / TransformerDecoderLayer state
-dict loads unchanged. Two defaults differ from PyTorch on purpose: ``norm_first=True``
-(pre-norm, Xiong et al. 2020: trains without warm-up and is what GPT-2 and most modern models
-use) and ``batch_first=True``; pass ``norm_first=False`` / ``batch_first=False`` for PyTorch's.
+dict loads unchanged, and so are the defaults: post-norm (``norm_first=False``) over
+sequence-first (S, N, E) inputs (``batch_first=False``), ``dim_feedforward=2048``,
+``dropout=0.1``, ``activation="relu"``, ``layer_norm_eps=1e-5``: code written for PyTorch
+computes the same thing here. ``norm_first=True`` (pre-norm, Xiong et al. 2020) trains without
+warm-up and is what GPT-2 and most modern models use; pass it, and ``batch_first=True`` for
+(N, S, E) inputs.
 """
 
 import copy
 import math
+import numbers
 
 from layerwise import backend
 from layerwise.backend import xp
@@ -25,11 +29,23 @@ from layerwise.nn.normalization import LayerNorm
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
-def _activation(activation):
+def _check_sizes(layer, d_model, nhead, dim_feedforward, dropout):
+    """The arguments' own checks, so a mistake names this layer rather than a part of it."""
+    for name, n in (("d_model", d_model), ("nhead", nhead), ("dim_feedforward", dim_feedforward)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{layer} {name} must be a positive int, got {n!r}")
+    if d_model % nhead:
+        raise ValueError(f"{layer} d_model ({d_model}) must be divisible by nhead ({nhead})")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ValueError(f"{layer} dropout must be a number in [0, 1), got {dropout!r}")
+
+
+def _activation(layer, activation):
     if callable(activation):
         return activation
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be 'relu', 'gelu' or a callable, got {activation!r}")
+        raise ValueError(f"{layer} activation must be 'relu', 'gelu' or a callable, "
+                         f"got {activation!r}")
     return _ACTIVATIONS[activation]
 
 
@@ -43,13 +59,15 @@ class _FeedForward(Module):
 class TransformerEncoderLayer(_FeedForward):
     """Self-attention then a feed-forward block, each inside a residual connection.
 
-    pre-norm:  x = x + SA(norm1(x));  x = x + FF(norm2(x))
-    post-norm: x = norm1(x + SA(x));  x = norm2(x + FF(x))
+    post-norm (the default, as PyTorch): x = norm1(x + SA(x));  x = norm2(x + FF(x))
+    pre-norm (norm_first=True):          x = x + SA(norm1(x));  x = x + FF(norm2(x))
+    Inputs are (S, N, E), or (N, S, E) with batch_first=True, or unbatched (S, E).
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, batch_first=True, norm_first=True, bias=True, dtype=None):
+                 layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, dtype=None):
         super().__init__()
+        _check_sizes(type(self).__name__, d_model, nhead, dim_feedforward, dropout)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
@@ -60,7 +78,7 @@ class TransformerEncoderLayer(_FeedForward):
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
-        self.activation = _activation(activation)
+        self.activation = _activation(type(self).__name__, activation)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
@@ -79,12 +97,15 @@ class TransformerEncoderLayer(_FeedForward):
 class TransformerDecoderLayer(_FeedForward):
     """Masked self-attention, cross-attention over ``memory`` (the encoder output), feed-forward.
 
-    pre-norm: x += SA(norm1(x)); x += CA(norm2(x), memory); x += FF(norm3(x)).
+    post-norm (the default, as PyTorch): x = norm1(x + SA(x)); x = norm2(x + CA(x, memory));
+    x = norm3(x + FF(x)). pre-norm (norm_first=True): x += SA(norm1(x));
+    x += CA(norm2(x), memory); x += FF(norm3(x)). Layouts as TransformerEncoderLayer.
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, batch_first=True, norm_first=True, bias=True, dtype=None):
+                 layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, dtype=None):
         super().__init__()
+        _check_sizes(type(self).__name__, d_model, nhead, dim_feedforward, dropout)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
@@ -99,7 +120,7 @@ class TransformerDecoderLayer(_FeedForward):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.dropout3 = Dropout(dropout)
-        self.activation = _activation(activation)
+        self.activation = _activation(type(self).__name__, activation)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
@@ -132,6 +153,12 @@ class TransformerEncoder(Module):
 
     def __init__(self, encoder_layer, num_layers, norm=None):
         super().__init__()
+        if not isinstance(encoder_layer, Module):
+            raise TypeError(f"TransformerEncoder encoder_layer must be an nn.Module (a "
+                            f"TransformerEncoderLayer), got {type(encoder_layer).__name__}")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"TransformerEncoder num_layers must be a positive int, "
+                             f"got {num_layers!r}")
         self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm

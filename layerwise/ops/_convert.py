@@ -18,7 +18,12 @@ def as_tensor_like(value, like):
         if isinstance(value, float) and not backend.is_floating(dtype):
             dtype = backend.default_float()
         return Tensor(xp.asarray(value, dtype=dtype))
-    return Tensor(xp.asarray(value))
+    array = xp.asarray(value)
+    if array.dtype.kind not in "biufc":
+        text = " ".join(repr(value).split())
+        raise TypeError(f"a Tensor can meet numbers, bools or numeric arrays in an op, not "
+                        f"{type(value).__name__} {text[:60]}")
+    return Tensor(array)
 
 
 def normalize_dim(dim, ndim, name="dim"):

@@ -23,6 +23,7 @@ Batch-1 inference (no graph, stride 1) lays its columns out differently: see _on
 
 from layerwise.backend import strided_view, xp
 from layerwise.autograd.function import Function
+from layerwise.autograd.tensor import check_tensor
 from layerwise.ops import movement
 from layerwise.ops.gemv import ones
 from layerwise.ops.kernels import kernel
@@ -326,6 +327,7 @@ def _check_positive(values, name, op):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in PyTorch) of input (N, C, H, W) or (C, H, W)
     with weight (O, C/groups, KH, KW); returns (N, O, OH, OW)."""
+    check_tensor(input, "conv2d")
     if weight.ndim != 4:
         raise ValueError(f"conv2d weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
                          f"got shape {tuple(weight.shape)}")
@@ -375,6 +377,7 @@ def _single(value, name):
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution of input (N, C, L) or (C, L) with weight (O, C/groups, K), as conv2d over
     an image of height 1."""
+    check_tensor(input, "conv1d")
     if weight.ndim != 3:
         raise ValueError(f"conv1d weight must be 3-D (out_channels, in_channels/groups, kL), got "
                          f"shape {tuple(weight.shape)}")
@@ -389,8 +392,21 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"(weight of shape {tuple(weight.shape)}, groups={groups}), got input "
                          f"of shape {tuple(input.shape)}")
     padding = _single(padding, "padding")
+    stride, dilation = _single(stride, "stride"), _single(dilation, "dilation")
+    # Checked here rather than by conv2d, whose messages would name conv2d and a height of 1.
+    for name, value, minimum in (("stride", stride, 1), ("dilation", dilation, 1),
+                                 ("padding", padding, 0)):
+        if name == "padding" and isinstance(padding, str):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"conv1d {name} must be an int >= {minimum}, got {value!r}")
+    if not isinstance(padding, str):
+        length, span = input.shape[2] + 2 * padding, dilation * (weight.shape[2] - 1) + 1
+        if length < span:
+            raise ValueError(f"conv1d input of shape {tuple(input.shape)} is {length} long after "
+                             f"padding {padding}, shorter than the (dilated) kernel {span}")
     pad2 = padding if isinstance(padding, str) else (0, padding)
     out = conv2d(movement.unsqueeze(input, 2), movement.unsqueeze(weight, 2), bias,
-                 stride=(1, _single(stride, "stride")), padding=pad2,
-                 dilation=(1, _single(dilation, "dilation")), groups=groups)  # (N, O, 1, L')
+                 stride=(1, stride), padding=pad2,
+                 dilation=(1, dilation), groups=groups)  # (N, O, 1, L')
     return movement.squeeze(out, 2)

@@ -21,6 +21,12 @@ def _shape(size):
     return tuple(size)
 
 
+def _preview(value, limit=60):
+    """``repr(value)`` on one line, cut to ``limit`` characters, for an error message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def tensor(data, dtype=None, requires_grad=False):
     """A new tensor holding a copy of ``data`` (a number, nested list, array or tensor).
 
@@ -32,10 +38,16 @@ def tensor(data, dtype=None, requires_grad=False):
     is_array = hasattr(data, "dtype")
     try:
         array = xp.array(data)
-    except ValueError as e:
-        raise ValueError(f"cannot make a tensor from {type(data).__name__}: {e}") from None
-    if array.dtype == object or array.dtype.kind in "US":
-        raise TypeError(f"cannot make a tensor of dtype {array.dtype}; expected numbers")
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"cannot make a tensor from {type(data).__name__} {_preview(data)}: expected a "
+            "number or a nested list of numbers with the same length at each level"
+        ) from None
+    if array.dtype == object or array.dtype.kind not in "biufc":
+        raise TypeError(
+            f"cannot make a tensor from {type(data).__name__} {_preview(data)}: expected numbers "
+            f"or bools (got dtype {array.dtype})"
+        )
     if dtype is None:
         if array.dtype.kind == "f" and not is_array:
             array = array.astype(backend.default_float())
@@ -96,6 +108,9 @@ def rand(*size, dtype=None, requires_grad=False):
 def randint(low, high=None, size=(), dtype=None):
     if high is None:
         low, high = 0, low
+    if not high > low:
+        raise ValueError(f"randint needs low < high (draws from [low, high)), got low={low!r}, "
+                         f"high={high!r}")
     data = backend.rng().integers(low, high, size=_shape((size,)))
     return Tensor(data.astype(backend.to_dtype(dtype or backend.int64)))
 
@@ -115,6 +130,8 @@ def rand_like(t):
 def arange(start, end=None, step=1, dtype=None, requires_grad=False):
     if end is None:
         start, end = 0, start
+    if step == 0:
+        raise ValueError(f"arange step must be non-zero, got step={step!r}")
     if dtype is None:
         is_float = any(isinstance(v, float) for v in (start, end, step))
         dtype = backend.default_float() if is_float else backend.int64

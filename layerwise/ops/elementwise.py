@@ -60,7 +60,11 @@ class PowScalar(Function):
 
     def backward(self, g):
         p = self.exponent
-        return g * p * self.x ** (p - 1)
+        if p == 0:  # x**0 is constant: gradient 0 everywhere, not 0 * 0**-1 = nan at x = 0
+            return xp.zeros_like(g)
+        # 0 ** (p - 1) for p < 1 is inf, as in PyTorch: no warning for it
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return g * p * self.x ** (p - 1)
 
 
 class Pow(Function):
@@ -72,7 +76,12 @@ class Pow(Function):
         return self.out
 
     def backward(self, g):
-        ga = unbroadcast(g * self.b * self.a ** (self.b - 1), self.a.shape) if self.needs_input_grad[0] else None
+        ga = None
+        if self.needs_input_grad[0]:
+            with xp.errstate(divide="ignore", invalid="ignore"):
+                ga = g * self.b * self.a ** (self.b - 1)
+            ga = xp.where(self.b == 0, 0, ga).astype(ga.dtype, copy=False)  # as PowScalar's
+            ga = unbroadcast(ga, self.a.shape)
         gb = None
         if self.needs_input_grad[1]:
             with xp.errstate(divide="ignore", invalid="ignore"):
@@ -183,16 +192,33 @@ def _pair(a, b):
     return a, as_tensor_like(b, a)
 
 
+def _binary(function, name, a, b, **params):
+    """``function.apply(a, b)``, with numpy's broadcasting error restated in one line that
+    names the op; the shapes are compared only when the op has already failed."""
+    try:
+        return function.apply(a, b, **params)
+    except ValueError:
+        shapes = [tuple(t.shape) for t in (a, b)]
+        if "condition" in params:  # where(condition, a, b)
+            shapes.insert(0, tuple(params["condition"].shape))
+        try:
+            xp.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ValueError(f"{name}: shapes {', '.join(map(str, shapes))} do not broadcast "
+                             "(counted from the last dim, each size must match or be 1)") from None
+        raise
+
+
 def add(a, b):
-    return Add.apply(*_pair(a, b))
+    return _binary(Add, "add", *_pair(a, b))
 
 
 def sub(a, b):
-    return Sub.apply(*_pair(a, b))
+    return _binary(Sub, "sub", *_pair(a, b))
 
 
 def mul(a, b):
-    return Mul.apply(*_pair(a, b))
+    return _binary(Mul, "mul", *_pair(a, b))
 
 
 def div(a, b):
@@ -201,13 +227,13 @@ def div(a, b):
         from layerwise.backend import default_float
 
         a, b = cast(a, default_float()), cast(b, default_float())
-    return Div.apply(a, b)
+    return _binary(Div, "div", a, b)
 
 
 def pow(a, b):
     if isinstance(b, (int, float)) and isinstance(a, Tensor):
         return PowScalar.apply(a, exponent=b)
-    return Pow.apply(*_pair(a, b))
+    return _binary(Pow, "pow", *_pair(a, b))
 
 
 def neg(x):
@@ -244,7 +270,7 @@ clip = clamp
 
 
 def maximum(a, b):
-    return Maximum.apply(*_pair(a, b))
+    return _binary(Maximum, "maximum", *_pair(a, b))
 
 
 def minimum(a, b):
@@ -258,7 +284,7 @@ def where(condition, a, b):
     if cond.dtype != bool:
         raise TypeError(f"where() needs a boolean condition, got dtype {cond.dtype}")
     a, b = _pair(a, b)
-    return Where.apply(a, b, condition=cond)
+    return _binary(Where, "where", a, b, condition=cond)
 
 
 def masked_fill(x, mask, value):

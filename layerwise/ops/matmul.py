@@ -32,7 +32,12 @@ def matmul(a, b):
                          f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
     a2 = movement.unsqueeze(a, 0) if a.ndim == 1 else a
     b2 = movement.unsqueeze(b, 1) if b.ndim == 1 else b
-    out = MatMul.apply(a2, b2)  # (..., n, m), with n = 1 or m = 1 where a dim was added
+    try:
+        out = MatMul.apply(a2, b2)  # (..., n, m), with n = 1 or m = 1 where a dim was added
+    except ValueError:  # the inner dims align (checked above), so the batch dims do not
+        batch_a, batch_b = tuple(a.shape[:-2]), tuple(b.shape[:-2])
+        raise ValueError(f"matmul shapes {tuple(a.shape)} and {tuple(b.shape)}: the batch dims "
+                         f"{batch_a} and {batch_b} do not broadcast") from None
     if a.ndim == 1 or b.ndim == 1:
         shape = out.shape[:-2] + out.shape[-2:-1] * (a.ndim > 1) + out.shape[-1:] * (b.ndim > 1)
         out = movement.reshape(out, shape)

@@ -107,6 +107,10 @@ def _shape_arg(shape):
 
 def reshape(x, *shape):
     shape = _shape_arg(shape)
+    # numpy reads any negative size as "infer this one"; PyTorch allows only a single -1.
+    if builtins.min(shape, default=0) < -1 or shape.count(-1) > 1:
+        raise ValueError(f"cannot reshape tensor of shape {tuple(x.shape)} into shape {shape}: "
+                         "sizes must be ints >= 0, with at most one -1 (inferred)")
     try:
         return Reshape.apply(x, shape=shape)
     except ValueError:
@@ -231,6 +235,8 @@ def split(x, split_size_or_sections, dim=0):
 
 
 def chunk(x, chunks, dim=0):
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunk needs a positive int number of chunks, got {chunks!r}")
     (axis,) = normalize_dim(dim, x.ndim)
     return split(x, -(-x.shape[axis] // chunks), dim)
 
@@ -253,5 +259,8 @@ def gather(x, dim, index):
     if idx.ndim != x.ndim:
         raise ValueError(f"gather index needs {x.ndim} dims like the input, got shape {idx.shape}")
     if idx.size and (idx.min() < -x.shape[axis] or idx.max() >= x.shape[axis]):
-        raise IndexError(f"gather index out of range for dim {dim} of size {x.shape[axis]}")
+        bad = int(idx.min()) if idx.min() < -x.shape[axis] else int(idx.max())
+        raise IndexError(f"gather index {bad} is out of range for dim {dim} of size "
+                         f"{x.shape[axis]}; indices must be in [{-x.shape[axis]}, "
+                         f"{x.shape[axis] - 1}]")
     return Gather.apply(x, index=idx, axis=axis)

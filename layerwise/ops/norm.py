@@ -14,6 +14,7 @@ row of N values here: (..., *normalized_shape) -> (M, N).
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
+from layerwise.autograd.tensor import check_tensor
 from layerwise.ops.gemv import column_sums, ones, row_means, zeros
 from layerwise.ops.kernels import kernel
 
@@ -122,6 +123,7 @@ class RMSNormFunction(Function):
 
 
 def _normalized_shape(name, input, normalized_shape):
+    check_tensor(input, name)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     last = tuple(input.shape[input.ndim - len(shape):])
     if not shape or input.ndim < len(shape) or last != shape:

@@ -14,7 +14,7 @@ import math
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.ops import movement, reduce
 from layerwise.ops.conv import (
     as_pair, batch_first, batch_last, pad_batch_last, window_slice, windows,
@@ -28,9 +28,6 @@ def _pool_geometry(shape, kernel, stride, padding, dilation, ceil_mode, op):
     """Output size and the padded extent, with PyTorch's checks and its ceil-mode rule."""
     sizes = []
     for axis, (n, k, s, p, d) in enumerate(zip(shape[2:], kernel, stride, padding, dilation)):
-        if p > (d * (k - 1) + 1) // 2:
-            raise ValueError(f"{op} padding should be at most half of the effective kernel size, "
-                             f"got padding={padding}, kernel_size={kernel}, dilation={dilation}")
         span = n + 2 * p - d * (k - 1) - 1
         out = (span + (s - 1 if ceil_mode else 0)) // s + 1
         if ceil_mode and (out - 1) * s >= n + p:  # the last window must start inside the input
@@ -46,9 +43,9 @@ def _pool_geometry(shape, kernel, stride, padding, dilation, ceil_mode, op):
     return tuple(sizes), extent
 
 
-def _pool_args(x, kernel_size, stride, padding, dilation, op):
-    if x.ndim != 4:
-        raise ValueError(f"{op} expected 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+def pool_arguments(kernel_size, stride, padding, dilation, op):
+    """(kernel, stride, padding, dilation) as checked pairs; stride None means the kernel.
+    The pooling layers call this when built, so a bad argument fails there, not at forward."""
     kernel = as_pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None or stride == () else as_pair(stride, "stride", op)
     padding, dilation = as_pair(padding, "padding", op), as_pair(dilation, "dilation", op)
@@ -57,7 +54,17 @@ def _pool_args(x, kernel_size, stride, padding, dilation, op):
             raise ValueError(f"{op} {name} must be positive, got {v}")
     if min(padding) < 0:
         raise ValueError(f"{op} padding must be non-negative, got {padding}")
+    for k, p, d in zip(kernel, padding, dilation):
+        if p > (d * (k - 1) + 1) // 2:  # PyTorch's rule: no window may lie wholly in padding
+            raise ValueError(f"{op} padding should be at most half of the effective kernel size, "
+                             f"got padding={padding}, kernel_size={kernel}, dilation={dilation}")
     return kernel, stride, padding, dilation
+
+
+def _pool_args(x, kernel_size, stride, padding, dilation, op):
+    if x.ndim != 4:
+        raise ValueError(f"{op} expected 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    return pool_arguments(kernel_size, stride, padding, dilation, op)
 
 
 # Checked geometries of calls whose arguments are all plain ints (nn.MaxPool2d(2) and the
@@ -68,6 +75,7 @@ _geometries = {}
 
 def _checked_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op):
     """(kernel, stride, padding, dilation, out_hw, extent) as pairs, checked."""
+    check_tensor(x, op)
     plain = (type(kernel_size) is type(padding) is type(dilation) is int
              and (stride is None or type(stride) is int) and type(ceil_mode) is bool)
     key = (x.shape, kernel_size, stride, padding, dilation, ceil_mode, op) if plain else None
@@ -279,7 +287,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                            extent=extent, divisor=divisor)
 
 
-def _output_pair(output_size, in_hw, op):
+def output_pair(output_size, in_hw, op):
     """An int, a pair, or a pair with None (keep that input size) as a pair of ints."""
     pair = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else output_size
     if len(pair) != 2:
@@ -304,11 +312,12 @@ def _adaptive_matrix(n_in, n_out, dtype):
 def adaptive_avg_pool2d(input, output_size):
     """Average pooling to a fixed output size (OH, OW), with PyTorch's bins (which overlap
     when the size does not divide)."""
+    check_tensor(input, "adaptive_avg_pool2d")
     if input.ndim != 4:
         raise ValueError(f"adaptive_avg_pool2d expected 4-D input (N, C, H, W), got shape "
                          f"{tuple(input.shape)}")
     n, c, h, w = input.shape
-    oh, ow = _output_pair(output_size, (h, w), "adaptive_avg_pool2d")
+    oh, ow = output_pair(output_size, (h, w), "adaptive_avg_pool2d")
     if h % oh == 0 and w % ow == 0:  # equal, disjoint bins: a reshape and a mean
         blocks = movement.reshape(input, n, c, oh, h // oh, ow, w // ow)
         return reduce.mean(blocks, dim=(3, 5))

@@ -1,9 +1,11 @@
 """Ops that draw from the global generator, and one_hot."""
 
+import numbers
+
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
-from layerwise.autograd.tensor import Tensor
+from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.ops import elementwise as ew
 
 
@@ -24,8 +26,9 @@ class Dropout(Function):
 def dropout(x, p=0.5, training=True):
     """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout,
     Srivastava et al. 2014), so evaluation needs no rescaling."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    check_tensor(x, "dropout")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be a number in [0, 1], got {p!r}")
     if not training or p == 0:
         return x
     if p == 1:

@@ -6,7 +6,7 @@ from layerwise.autograd import Tensor
 from layerwise.backend import xp
 from layerwise.ops.blocked import blockwise
 from layerwise.ops.kernels import kernel
-from layerwise.optim.optimizer import Optimizer
+from layerwise.optim.optimizer import Optimizer, _is_number
 
 
 class Adam(Optimizer):
@@ -26,16 +26,17 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, maximize=False):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        defaults = dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize)
         super().__init__(params, defaults)
 
     def _check_group(self, group):
         super()._check_group(group)
         betas = group["betas"]
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        if (not isinstance(betas, tuple) or len(betas) != 2
+                or not all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)):
             raise ValueError(f"Invalid betas: expected two numbers in [0, 1), got {betas!r}")
-        if group["eps"] < 0:
+        if not _is_number(group["eps"]) or group["eps"] < 0:
             raise ValueError(f"Invalid epsilon value: must be >= 0, got {group['eps']!r}")
 
     def init_state(self, param, group):
@@ -121,3 +122,8 @@ def _adam_step(param, grad, state, group):
     if amsgrad:
         outs.append(state["max_exp_avg_sq"].data)
     blockwise(update, outs, (grad,), param.dtype, scratch=1)
+
+
+def _pair(betas):
+    """``betas`` as a tuple when it is a sequence; anything else is left for the check to name."""
+    return tuple(betas) if isinstance(betas, (tuple, list)) else betas

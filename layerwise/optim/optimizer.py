@@ -35,7 +35,15 @@ class Optimizer:
                 "params should be an iterable of Tensors or of dicts (parameter groups), "
                 "got a single Tensor; pass [tensor] or model.parameters()"
             )
-        groups = list(params)
+        if hasattr(params, "parameters") and callable(params.parameters):
+            raise TypeError(f"params should be an iterable of Tensors, got a "
+                            f"{type(params).__name__} module; pass model.parameters()")
+        try:
+            groups = list(params)
+        except TypeError:
+            raise TypeError(f"params should be an iterable of Tensors or of dicts (parameter "
+                            f"groups), got {type(params).__name__}; pass model.parameters()"
+                            ) from None
         if len(groups) == 0:
             raise ValueError("optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -86,8 +94,8 @@ class Optimizer:
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0 or math.isnan(lr):
             raise ValueError(f"Invalid learning rate: lr must be a number >= 0, got {lr!r}")
         wd = group.get("weight_decay", 0.0)
-        if wd < 0:
-            raise ValueError(f"Invalid weight_decay value: must be >= 0, got {wd!r}")
+        if not _is_number(wd) or wd < 0:
+            raise ValueError(f"Invalid weight_decay value: must be a number >= 0, got {wd!r}")
 
     # --- one step -----------------------------------------------------------------------
     @recording.replayable
@@ -223,3 +231,9 @@ def _restore(name, value, param):
     # Same casting rule as PyTorch: floating state follows the parameter's dtype.
     dtype = param.dtype if value.dtype.kind == "f" and param.dtype.kind == "f" else value.dtype
     return Tensor(xp.array(value, dtype=dtype, copy=True))
+
+
+def _is_number(value):
+    """A real number that is not a bool or NaN: what every optimizer option must be."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not math.isnan(value))

@@ -84,7 +84,8 @@ def test_norms_match_pytorch(name, cls, args):
 
 def test_encoder_layer_matches_pytorch():
     f = _fixture("encoder_layer")
-    layer = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation="gelu")
+    layer = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation="gelu",
+                                    batch_first=True, norm_first=True)
     layer.load_state_dict(_state(f))
     x = _inputs(f, "src")
     _check_against_fixture(f, layer, {"output": layer(x["src"], src_mask=lw.tensor(f["mask/src_mask"]))}, x)
@@ -92,7 +93,8 @@ def test_encoder_layer_matches_pytorch():
 
 def test_decoder_layer_matches_pytorch():
     f = _fixture("decoder_layer")
-    layer = TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
+    layer = TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                    norm_first=True)
     layer.load_state_dict(_state(f))
     x = _inputs(f, "tgt", "memory")
     out = layer(x["tgt"], x["memory"], tgt_mask=lw.tensor(f["mask/tgt_mask"]),
@@ -269,21 +271,26 @@ def test_rmsnorm_default_eps_is_machine_epsilon():
 
 def test_encoder_layer_post_norm_and_time_major_options():
     lw.manual_seed(6)
-    pre = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
-    post = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, norm_first=False)
+    pre = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                  norm_first=True)
+    post = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                   norm_first=False)
     post.load_state_dict(pre.state_dict())
     x = lw.randn(2, 4, 8)
     a, b = pre(x).data, post(x).data
     assert not np.allclose(a, b)
     np.testing.assert_allclose(b.mean(-1), 0, atol=1e-5)  # post-norm ends with a LayerNorm
-    tm = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=False)
+    tm = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=False,
+                                 norm_first=True)
     tm.load_state_dict(pre.state_dict())
     np.testing.assert_allclose(tm(x.transpose(0, 1)).data.transpose(1, 0, 2), a, atol=1e-6)
 
 
 def test_encoder_padding_does_not_leak_into_real_tokens():
     lw.manual_seed(7)
-    enc = TransformerEncoder(TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0), 2, norm=LayerNorm(8))
+    layer = TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                    norm_first=True)
+    enc = TransformerEncoder(layer, 2, norm=LayerNorm(8))
     assert enc.layers[0].linear1.weight is not enc.layers[1].linear1.weight
     assert "layers.1.self_attn.in_proj_weight" in enc.state_dict() and "norm.weight" in enc.state_dict()
     x = lw.randn(1, 5, 8)

@@ -54,7 +54,8 @@ def test_linear_bad_input_shape_and_dtype():
     layer = nn.Linear(784, 10)
     with pytest.raises(ValueError) as info:
         layer(lw.zeros(2, 28, 28))
-    assert str(info.value) == "Linear expected last dim 784, got input of shape (2, 28, 28)"
+    assert str(info.value) == ("Linear expected last dim 784 (weight of shape (10, 784), "
+                               "(out_features, in_features)), got input of shape (2, 28, 28)")
     with pytest.raises(TypeError, match="dtype int64"):
         layer(lw.zeros(2, 784, dtype=lw.int64))
 

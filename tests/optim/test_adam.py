@@ -135,7 +135,7 @@ def test_adam_rejects_betas_outside_unit_interval(betas):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(lr=-1e-3), "lr must be a number >= 0, got -0.001"),
     (dict(eps=-1.0), "epsilon value: must be >= 0, got -1.0"),
-    (dict(weight_decay=-0.5), "weight_decay value: must be >= 0, got -0.5"),
+    (dict(weight_decay=-0.5), "weight_decay value: must be a number >= 0, got -0.5"),
 ])
 def test_adamw_rejects_bad_options(kwargs, message):
     p = lw.tensor([1.0], requires_grad=True)

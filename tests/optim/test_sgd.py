@@ -108,7 +108,7 @@ def test_sgd_nesterov_needs_momentum_and_no_dampening(kwargs):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(lr=-0.1), "lr must be a number >= 0, got -0.1"),
     (dict(lr=0.1, momentum=-0.5), "momentum value: must be >= 0, got -0.5"),
-    (dict(lr=0.1, weight_decay=-1e-4), "weight_decay value: must be >= 0, got -0.0001"),
+    (dict(lr=0.1, weight_decay=-1e-4), "weight_decay value: must be a number >= 0, got -0.0001"),
 ])
 def test_sgd_rejects_bad_options(kwargs, message):
     p = lw.tensor([1.0], requires_grad=True)
