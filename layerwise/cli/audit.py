@@ -38,8 +38,15 @@ def read_groups(path, column=None):
     """Group labels from a plain list (one a line) or a CSV with a header row."""
     if not os.path.isfile(path):
         raise ValueError(f"--groups file {path!r} does not exist")
-    with open(path, newline="", encoding="utf-8") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise ValueError(f"--groups file {path!r} is not UTF-8 text; give one group label per "
+                         f"line, or a CSV with a header row") from None
+    if not lines:
+        raise ValueError(f"--groups file {path!r} is empty; give one group label per test "
+                         f"example, one a line (or a CSV with a header row)")
     if column is None and not any("," in line for line in lines):
         return lines
     rows = list(csv.DictReader(lines))

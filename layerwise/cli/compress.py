@@ -6,7 +6,7 @@
 
 import sys
 
-from layerwise.cli.argtypes import int_at_least, positive_float
+from layerwise.cli.argtypes import MAX_EPOCHS, int_in_range, positive_float
 
 
 def _fraction(text):
@@ -29,11 +29,13 @@ def add_parser(subparsers):
     p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")
     p.add_argument("--prune", type=_fraction, metavar="F", help="fraction of weights to zero")
     p.add_argument("--prune-scope", choices=("global", "layer"), default="global")
-    p.add_argument("--finetune-epochs", type=int_at_least(0), default=0, metavar="N",
+    p.add_argument("--finetune-epochs", type=int_in_range(0, MAX_EPOCHS), default=0,
+                   metavar="N",
                    help="epochs of fine-tuning with the pruning masks held (default: 0)")
     p.add_argument("--quantize", choices=("int8",), help="post-training static int8")
     p.add_argument("--distill-into", metavar="RECIPE", help="an image recipe to distil into")
-    p.add_argument("--distill-epochs", type=int_at_least(1), default=5, metavar="N")
+    p.add_argument("--distill-epochs", type=int_in_range(1, MAX_EPOCHS), default=5,
+                   metavar="N")
     p.add_argument("--temperature", type=positive_float, default=4.0, metavar="T")
     p.add_argument("--alpha", type=_fraction, default=0.9, metavar="A",
                    help="weight of the soft (teacher) loss (default: 0.9)")

@@ -12,7 +12,10 @@ import json
 import os
 import sys
 
-from layerwise.cli.argtypes import int_at_least
+from layerwise.cli.argtypes import (
+    MAX_BATCH_SIZE, MAX_GRID_INTENSITY, MAX_PUE, MIN_PUE, country_code, float_in_range,
+    int_at_least, int_in_range,
+)
 
 
 def add_parser(subparsers):
@@ -22,17 +25,19 @@ def add_parser(subparsers):
                     "activation memory for one training step of a run or a recipe.")
     p.add_argument("run", nargs="?", metavar="RUN", help="a finished run directory")
     p.add_argument("--model", metavar="NAME", help="a recipe name instead of a run")
-    p.add_argument("--batch-size", type=int_at_least(1), metavar="N",
+    p.add_argument("--batch-size", type=int_in_range(1, MAX_BATCH_SIZE), metavar="N",
                    help="batch size to count (default: the recipe's)")
     p.add_argument("--top", type=int_at_least(1), metavar="N",
                    help="show only the N layers with the most forward FLOPs")
     p.add_argument("--by-op", action="store_true", help="also print the totals per op type")
     p.add_argument("--json", action="store_true", help="print the totals as JSON instead")
-    p.add_argument("--country", metavar="CC",
+    p.add_argument("--country", type=country_code, metavar="CC",
                    help="RUN: recompute CO2e for this country's grid (ISO code, e.g. FR)")
-    p.add_argument("--grid-intensity", type=float, metavar="G",
+    p.add_argument("--grid-intensity", type=float_in_range(0, MAX_GRID_INTENSITY),
+                   metavar="G",
                    help="RUN: recompute CO2e at G grams CO2e per kWh")
-    p.add_argument("--pue", type=float, metavar="X", help="RUN: recompute with this PUE")
+    p.add_argument("--pue", type=float_in_range(MIN_PUE, MAX_PUE), metavar="X",
+                   help="RUN: recompute with this PUE")
     p.set_defaults(handler=run)
 
 
@@ -44,8 +49,9 @@ def _error(message, code=1):
 def run(args):
     from layerwise.audit.cost import count_flops, format_table
     from layerwise.data import DataLoader
-    from layerwise.train.checkpoint import RunError, read_json
-    from layerwise.train.recipes import get_recipe
+    from layerwise.errors import LayerwiseError
+    from layerwise.train.checkpoint import read_json
+    from layerwise.train.recipes import check_run_config, get_recipe
     from layerwise.train.run import make_config
 
     if (args.run is None) == (args.model is None):
@@ -54,19 +60,22 @@ def run(args):
         if args.run is not None:
             if not os.path.isdir(args.run):
                 return _error(f"no run directory {args.run!r}")
-            config = read_json(os.path.join(args.run, "config.json"), "the run's config")
+            path = os.path.join(args.run, "config.json")
+            config = read_json(path, "the run's config")
+            check_run_config(config, path)  # before a crafted size reaches the allocator
         else:
             config = make_config(args.model, seed=0)
         recipe = get_recipe(config["recipe"])
         hp = dict(config["hyperparameters"])
         data = recipe.task.load(config, args.run)
-    except RunError as err:
+    except LayerwiseError as err:
         return _error(str(err))
     parts = recipe.build(hp, 1, data)
     model = parts.model
     if args.run is not None:
-        from layerwise.serialization import load
-        model.load_state_dict(load(os.path.join(args.run, "model.safetensors")))
+        from layerwise.train.checkpoint import load_run_weights
+
+        load_run_weights(model, os.path.join(args.run, "model.safetensors"))
     batch = args.batch_size or hp.get("batch_size", 32)
     inputs, targets = next(iter(DataLoader(data.splits["train"], batch_size=batch)))
     model.train()
@@ -101,8 +110,11 @@ def _print_recorded(run_dir, country=None, intensity=None, pue=None):
     path = os.path.join(run_dir, "metrics.json")
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as f:
-        metrics = json.load(f)
+    from layerwise.train.checkpoint import RunError, read_json
+
+    metrics = read_json(path, "the run's metrics")
+    if not isinstance(metrics, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
     if "energy_kwh" in metrics:
         print(f"recorded: {metrics.get('train_flops', 0):,} training FLOPs, "
               f"{metrics['energy_kwh']:.6f} kWh ({metrics.get('energy_method')}), "

@@ -11,7 +11,9 @@ from the whole context instead of the KV cache, and gives the same text.
 import os
 import sys
 
-from layerwise.cli.argtypes import int_at_least, probability, temperature
+from layerwise.cli.argtypes import (
+    MAX_NEW_TOKENS, MAX_SEED, MAX_VOCAB, int_in_range, probability, temperature,
+)
 
 
 def add_generate_parser(commands):
@@ -21,15 +23,16 @@ def add_generate_parser(commands):
     gen.add_argument("run", metavar="RUN", help="the run directory (or its name under --out)")
     gen.add_argument("--prompt", default="\n", metavar="TEXT",
                      help="text to continue (default: a newline, the start of a paragraph)")
-    gen.add_argument("--max-new-tokens", type=int_at_least(0), default=200, metavar="N",
+    gen.add_argument("--max-new-tokens", type=int_in_range(0, MAX_NEW_TOKENS), default=200,
+                     metavar="N",
                      help="tokens to add (default: 200)")
     gen.add_argument("--temperature", type=temperature, default=0.8, metavar="T",
                      help="divide the logits by T before sampling; 0 is greedy (default: 0.8)")
-    gen.add_argument("--top-k", type=int_at_least(1), metavar="K",
+    gen.add_argument("--top-k", type=int_in_range(1, MAX_VOCAB), metavar="K",
                      help="sample among the K most likely tokens only")
     gen.add_argument("--top-p", type=probability, metavar="P",
                      help="sample among the most likely tokens whose probabilities reach P")
-    gen.add_argument("--seed", type=int_at_least(0), default=0, metavar="S",
+    gen.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0, metavar="S",
                      help="seed of the sampler: the same seed gives the same text (default: 0)")
     gen.add_argument("--no-cache", action="store_true",
                      help="GPT: recompute every step from the whole context, not a KV cache")

@@ -18,7 +18,10 @@ import os
 import sys
 import traceback
 
-from layerwise.cli.argtypes import int_at_least, positive_float
+from layerwise.cli.argtypes import (
+    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRID_INTENSITY, MAX_PUE, MAX_SEED, MAX_TRAIN_STEPS, MIN_PUE,
+    country_code, float_in_range, int_in_range, positive_float,
+)
 from layerwise.cli.generate import add_generate_parser, generate
 from layerwise.errors import LayerwiseError
 
@@ -42,7 +45,7 @@ def _key_value(text):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or an integer of thousands of digits)
         value = raw  # plain text: --set sample_prompt=def
     return key.strip(), value
 
@@ -55,10 +58,10 @@ def build_parser():
         "train", help="train a recipe, or resume a run",
         description="Train a named recipe into runs/<name>/, or resume one.")
     train.add_argument("--model", metavar="NAME", help="recipe to train (default: mlp; see --list)")
-    train.add_argument("--epochs", type=int_at_least(1), metavar="N")
-    train.add_argument("--batch-size", type=int_at_least(1), metavar="N")
+    train.add_argument("--epochs", type=int_in_range(1, MAX_EPOCHS), metavar="N")
+    train.add_argument("--batch-size", type=int_in_range(1, MAX_BATCH_SIZE), metavar="N")
     train.add_argument("--lr", type=positive_float, metavar="X", help="peak learning rate")
-    train.add_argument("--seed", type=int_at_least(0), default=None, metavar="N",
+    train.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=None, metavar="N",
                        help="seed for weights, split, shuffling, dropout (default: 0)")
     train.add_argument("--out", default="runs", metavar="DIR",
                        help="where run directories go (default: runs)")
@@ -73,7 +76,7 @@ def build_parser():
                        "as text), e.g. --set n_layer=2; repeatable")
     train.add_argument("--resume", metavar="RUN", help="continue the run in directory RUN "
                        "(or RUN under --out) from its last checkpoint")
-    train.add_argument("--checkpoint-every", type=int_at_least(1),
+    train.add_argument("--checkpoint-every", type=int_in_range(1, MAX_TRAIN_STEPS),
                        metavar="N", help="write the resume checkpoint every N steps "
                        "(default: at the end of each epoch)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -82,12 +85,13 @@ def build_parser():
                        help="train even when test examples are copied into the training split")
     train.add_argument("--no-card", action="store_true",
                        help="do not write the model card (card.html, card.json) at the end")
-    train.add_argument("--country", metavar="CC",
+    train.add_argument("--country", type=country_code, metavar="CC",
                        help="grid intensity of this country (ISO code) for the CO2e estimate")
-    train.add_argument("--grid-intensity", type=positive_float, metavar="G",
-                       help="grid carbon intensity in gCO2e/kWh (overrides --country)")
-    train.add_argument("--pue", type=positive_float, metavar="X",
-                       help="data-centre power usage effectiveness (default: 1.0)")
+    train.add_argument("--grid-intensity", type=float_in_range(0, MAX_GRID_INTENSITY),
+                       metavar="G", help="grid carbon intensity in gCO2e/kWh (overrides "
+                       "--country)")
+    train.add_argument("--pue", type=float_in_range(MIN_PUE, MAX_PUE), metavar="X",
+                       help="data-centre power usage effectiveness, >= 1 (default: 1.0)")
     add_generate_parser(commands)
     # The other commands live in their own modules, each adding its parser with a handler.
     from layerwise.cli import audit, audit_data, compress, cost, explain, finetune, report
@@ -148,7 +152,9 @@ def layerwise_version():
 
 def _train(args):
     from layerwise.train.checkpoint import read_json
-    from layerwise.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+    from layerwise.train.recipes import (
+        DEFAULT_RECIPE, RECIPES, HyperparameterError, check_run_config, get_recipe,
+    )
     from layerwise.train.run import make_config, resume_run, start_run
 
     if args.list:
@@ -168,18 +174,26 @@ def _train(args):
         run_dir = args.resume
         if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(args.out, run_dir)):
             run_dir = os.path.join(args.out, run_dir)
+        config_path = os.path.join(run_dir, "config.json")
+        if os.path.isfile(config_path):  # without one, resume_run says what is missing
+            # The saved settings meet the same schemas as a new run's before anything is built.
+            check_run_config(read_json(config_path, "the run's config"), config_path)
         metrics = resume_run(run_dir, progress=progress, checkpoint_every=args.checkpoint_every)
-        recipe = get_recipe(read_json(os.path.join(run_dir, "config.json"), "config")["recipe"])
+        recipe = get_recipe(read_json(config_path, "the run's config")["recipe"])
     else:
-        name = args.model or DEFAULT_RECIPE
+        name = DEFAULT_RECIPE if args.model is None else args.model
         if name not in RECIPES:
             raise UsageError(
                 f"unknown model {name!r}; choose one of: {', '.join(sorted(RECIPES))}")
         recipe = RECIPES[name]
         overrides = _overrides(recipe, args)
-        config = make_config(name, seed=0 if args.seed is None else args.seed,
-                             data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
-                             **overrides)
+        try:  # every setting is checked here, before any data is read or directory made
+            config = make_config(name, seed=0 if args.seed is None else args.seed,
+                                 data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
+                                 **overrides)
+        except HyperparameterError as err:
+            given = {key for key, _ in args.set or ()}
+            raise UsageError(f"--set {err}" if err.key in given else str(err)) from None
         config["cost"] = {"country": args.country, "grid_intensity": args.grid_intensity,
                           "pue": args.pue or 1.0}
         from layerwise.audit import refuse_contamination
@@ -199,7 +213,7 @@ def _train(args):
 
 
 def _overrides(recipe, args):
-    """The hyperparameters the options set, checked against the recipe's defaults."""
+    """The hyperparameters the options set; make_config holds them to the recipe's schema."""
     defaults = recipe.defaults
     if args.tokenizer is not None and "tokenizer" not in defaults:
         raise UsageError(f"--tokenizer is for the text recipes; {recipe.name!r} has no tokenizer")
@@ -210,16 +224,11 @@ def _overrides(recipe, args):
             raise UsageError(f"--set {key}: recipe {recipe.name!r} has no hyperparameter {key!r}; "
                              f"it has {', '.join(sorted(defaults))}")
         default = defaults[key]
+        # make_config skips None (keeps the default), so a null that should replace a value
+        # would be dropped without a word.
         if value is None and default is not None:
             raise UsageError(f"--set {key}=null: {key} needs a value (default "
                              f"{json.dumps(default)}); use a recipe whose default you want")
-        expected = (float, int) if isinstance(default, float) else type(default)
-        if default is not None and (not isinstance(value, expected)
-                                    or isinstance(value, bool) != isinstance(default, bool)):
-            kind = type(default).__name__
-            raise UsageError(f"--set {key}={json.dumps(value)}: expected "
-                             f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} like the default "
-                             f"{json.dumps(default)}")
         overrides[key] = value
     return overrides
 

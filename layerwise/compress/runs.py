@@ -10,23 +10,23 @@ import time
 from layerwise.autograd import no_grad
 from layerwise.backend import xp
 from layerwise.data import DataLoader
-from layerwise.serialization import load
-from layerwise.train.checkpoint import RunError, read_json
-from layerwise.train.recipes import get_recipe
+from layerwise.train.checkpoint import RunError, load_run_weights, read_json
+from layerwise.train.recipes import check_run_config
 
 
 def load_run(run_dir):
     """(model in eval mode, config dict, TaskData) of a finished run."""
-    config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
+    if not os.path.isdir(run_dir):
+        raise RunError(f"no run directory {run_dir!r}")
+    config_path = os.path.join(run_dir, "config.json")
+    config = read_json(config_path, "the run's config")
+    recipe = check_run_config(config, config_path)  # before a crafted size reaches the model
     weights = os.path.join(run_dir, "model.safetensors")
     if not os.path.isfile(weights):
         raise RunError(f"{run_dir} has no model.safetensors: is the run finished?")
-    recipe = get_recipe(config["recipe"])
     data = recipe.task.load(config, run_dir)
     model = recipe.build(config["hyperparameters"], 1, data).model
-    model.load_state_dict(load(weights))
-    model.eval()
-    return model, config, data
+    return load_run_weights(model, weights), config, data
 
 
 def predict(model, dataset, batch_size=500):

@@ -13,6 +13,11 @@ files are the causal-mask buffers, not parameters, and are skipped. lm_head is t
 BERT: layerwise's names are HF's, so the tensors load as they are; old checkpoints' LayerNorm
 ``gamma`` / ``beta`` are renamed to ``weight`` / ``bias``.
 
+A config.json is held to the model config's bounds (types, per-field limits, and a parameter
+count computed from the config) before any layer is built, and the shards an index names must
+be files of the checkpoint directory: a crafted file fails in one line (BadFileError) naming
+the file, the key and the value, instead of allocating until memory runs out.
+
     model = from_pretrained("path/to/gpt2")          # GPT, in eval mode
     tokens = model.generate(ids, max_new_tokens=20, temperature=0)
 """
@@ -22,6 +27,9 @@ import os
 from collections import OrderedDict
 
 from layerwise import serialization
+from layerwise.errors import BadFileError
+from layerwise.limits import Real, SettingError, check_settings, shown
+from layerwise.models import bert, gpt
 from layerwise.models.bert import BertConfig, BertForMaskedLM, BertModel
 from layerwise.models.gpt import GPT, GPTConfig
 from layerwise.nn.normalization import LayerNorm
@@ -31,14 +39,37 @@ WEIGHTS_FILE = "model.safetensors"
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
+def config_file(path):
+    return os.path.join(os.fspath(path), "config.json")
+
+
 def read_config(path):
-    """The parsed ``config.json`` of a checkpoint directory."""
-    file = os.path.join(os.fspath(path), "config.json")
+    """The parsed ``config.json`` of a checkpoint directory (a JSON object)."""
+    file = config_file(path)
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{path} has no config.json; expected a directory written by "
                                 f"save_pretrained (config.json + model.safetensors)")
-    with open(file, encoding="utf-8") as f:
-        return json.load(f)
+    return _read_json_object(file)
+
+
+def _read_json_object(file):
+    try:
+        with open(file, encoding="utf-8") as f:
+            value = json.load(f)
+    except ValueError as err:  # not JSON, not UTF-8, or a number of thousands of digits
+        raise BadFileError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise BadFileError(f"{file}: expected a JSON object, got {shown(value)}")
+    return value
+
+
+def _shard_path(path, index, shard):
+    """A shard the index names, which must be a file name inside the checkpoint directory."""
+    if not isinstance(shard, str) or os.path.basename(shard) != shard or \
+            shard in ("", ".", ".."):
+        raise BadFileError(f"{index}: weight_map names the shard {shown(shard)}; expected a file "
+                           f"name inside {path}, like model-00001-of-00002.safetensors")
+    return os.path.join(path, shard)
 
 
 def load_state_dict(path):
@@ -48,11 +79,14 @@ def load_state_dict(path):
     if os.path.isfile(single):
         return serialization.load(single)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = _read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise BadFileError(f"{index}: weight_map {shown(weight_map)} is not an object of "
+                               f"tensor name -> shard file")
+        shards = {shard: _shard_path(path, index, shard) for shard in weight_map.values()}
         state = OrderedDict()
-        for shard in sorted(set(weight_map.values())):
-            tensors = serialization.load(os.path.join(path, shard))
+        for shard in sorted(shards):
+            tensors = serialization.load(shards[shard])
             state.update((k, v) for k, v in tensors.items() if weight_map.get(k) == shard)
         missing = sorted(set(weight_map) - set(state))
         if missing:
@@ -69,21 +103,34 @@ def load_state_dict(path):
 # --- GPT-2 -------------------------------------------------------------------------------------
 
 
-def gpt2_config(hf):
-    """GPTConfig from a GPT-2 config.json dict; refuses variants layerwise's GPT cannot run."""
+_GPT2_KEYS = {"vocab_size": "vocab_size", "n_positions": "block_size", "n_layer": "n_layer",
+              "n_head": "n_head", "n_embd": "n_embd"}  # HF name -> GPTConfig field
+# GPTConfig's bounds under the file's names, and the one other value the loader reads
+_GPT2_SCHEMA = {key: gpt.CONFIG_SCHEMA[field] for key, field in _GPT2_KEYS.items()}
+_GPT2_OPTIONAL = {"layer_norm_epsilon": Real(0, 1, low_open=True)}
+
+
+def gpt2_config(hf, source="config.json"):
+    """GPTConfig from a GPT-2 config.json dict; refuses variants layerwise's GPT cannot run,
+    and values out of GPTConfig's bounds (BadFileError naming ``source``, key and value)."""
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 activation_function {act!r} is not supported; layerwise's GPT "
                          f"uses the tanh GELU ('gelu_new')")
-    n_embd = hf["n_embd"]
+    check_settings(_GPT2_SCHEMA, hf, error=BadFileError, where=source)
+    check_settings(_GPT2_OPTIONAL, hf, error=BadFileError, where=source, required=False)
+    try:  # the head split and the parameter count, before any layer is built
+        config = GPTConfig(**{field: hf[key] for key, field in _GPT2_KEYS.items()}, dropout=0.0,
+                           bias=True)
+    except SettingError as err:
+        raise BadFileError(f"{source}: {err}") from None
+    n_embd = config.n_embd
     if hf.get("n_inner") not in (None, 4 * n_embd):
-        raise ValueError(f"GPT-2 n_inner={hf['n_inner']} is not supported; layerwise's GPT "
-                         f"uses 4 * n_embd = {4 * n_embd}")
+        raise ValueError(f"GPT-2 n_inner={shown(hf['n_inner'])} is not supported; layerwise's "
+                         f"GPT uses 4 * n_embd = {4 * n_embd}")
     if hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
         raise ValueError("GPT-2 attention scaling other than 1/sqrt(head_size) is not supported")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"],
-                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=n_embd, dropout=0.0,
-                     bias=True)
+    return config
 
 
 def gpt2_state_dict(tensors):
@@ -103,7 +150,7 @@ def gpt2_state_dict(tensors):
 def load_gpt2(path):
     """A GPT-2 checkpoint directory as a layerwise GPT in eval mode."""
     hf = read_config(path)
-    model = GPT(gpt2_config(hf))
+    model = GPT(gpt2_config(hf, config_file(path)))
     eps = hf.get("layer_norm_epsilon", 1e-5)
     for m in model.modules():
         if isinstance(m, LayerNorm):
@@ -115,13 +162,18 @@ def load_gpt2(path):
 # --- BERT --------------------------------------------------------------------------------------
 
 
-def bert_config(hf):
-    """BertConfig from a BERT config.json dict."""
+def bert_config(hf, source="config.json"):
+    """BertConfig from a BERT config.json dict; values out of BertConfig's bounds are a
+    BadFileError naming ``source``, key and value."""
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"BERT position_embedding_type {hf['position_embedding_type']!r} is not "
                          f"supported; layerwise's BERT has absolute position embeddings")
-    fields = BertConfig.__dataclass_fields__
-    return BertConfig(**{k: v for k, v in hf.items() if k in fields and v is not None})
+    given = {k: v for k, v in hf.items() if k in BertConfig.__dataclass_fields__ and v is not None}
+    check_settings(bert.CONFIG_SCHEMA, given, error=BadFileError, where=source, required=False)
+    try:  # the head split and the parameter count, before any layer is built
+        return BertConfig(**given)
+    except SettingError as err:
+        raise BadFileError(f"{source}: {err}") from None
 
 
 def bert_state_dict(tensors, prefix):
@@ -147,6 +199,7 @@ def load_bert(path, masked_lm=None):
     """A BERT checkpoint as BertForMaskedLM (``masked_lm=True``, or None when the checkpoint has
     the MLM head) or BertModel, in eval mode."""
     hf = read_config(path)
+    config = bert_config(hf, config_file(path))
     tensors = load_state_dict(path)
     has_head = any(k.startswith("cls.predictions") for k in tensors)
     if masked_lm is None:
@@ -154,7 +207,6 @@ def load_bert(path, masked_lm=None):
     if masked_lm and not has_head:
         raise ValueError(f"{path} has no masked-LM head (cls.predictions.*); load it with "
                          f"masked_lm=False for the bare encoder")
-    config = bert_config(hf)
     if masked_lm:
         model = BertForMaskedLM(config)
         state = bert_state_dict(tensors, "bert.")

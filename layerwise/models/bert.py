@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.tensor import Tensor
+from layerwise.limits import (
+    MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, Choice, Int, Real, SettingError,
+    check_parameter_count, check_settings,
+)
 from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.container import ModuleList
@@ -51,12 +55,41 @@ class BertConfig:
     num_labels: int = 2
 
     def __post_init__(self):
+        # Every field is held to its bound and the parameters are counted before any layer
+        # is built, so a crafted config.json fails in one line instead of exhausting memory.
+        check_settings(CONFIG_SCHEMA, vars(self), where="BertConfig")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
-                             f"num_attention_heads ({self.num_attention_heads})")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"BertConfig.hidden_act must be one of {sorted(_ACTIVATIONS)}, "
-                             f"got {self.hidden_act!r}")
+            raise SettingError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible "
+                               f"by num_attention_heads ({self.num_attention_heads})")
+        if self.pad_token_id >= self.vocab_size:
+            raise SettingError(f"BertConfig.pad_token_id ({self.pad_token_id}) must be a token "
+                               f"of the vocabulary, below vocab_size ({self.vocab_size})")
+        check_parameter_count(self.num_parameters(),
+                              f"BertConfig(num_hidden_layers={self.num_hidden_layers}, "
+                              f"hidden_size={self.hidden_size}, intermediate_size="
+                              f"{self.intermediate_size}, vocab_size={self.vocab_size})")
+
+    def num_parameters(self):
+        """The parameters of the encoder, BertModel(self, add_pooling_layer=False), from the
+        config alone: the pooler and the heads add a few more."""
+        h, i = self.hidden_size, self.intermediate_size
+        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h
+        # query, key, value, output dense (4 h^2 + 4 h), two LayerNorms (4 h), intermediate
+        # (h i + i) and output (i h + h) denses
+        layer = 4 * h * h + 2 * h * i + 9 * h + i
+        return embeddings + 2 * h + self.num_hidden_layers * layer
+
+
+_PROBABILITY = Real(0, 1, high_open=True)
+CONFIG_SCHEMA = {  # BertConfig's fields and their bounds
+    "vocab_size": Int(1, MAX_VOCAB), "hidden_size": Int(1, MAX_WIDTH),
+    "num_hidden_layers": Int(1, MAX_LAYERS), "num_attention_heads": Int(1, MAX_WIDTH),
+    "intermediate_size": Int(1, MAX_WIDTH), "hidden_act": Choice(tuple(sorted(_ACTIVATIONS))),
+    "hidden_dropout_prob": _PROBABILITY, "attention_probs_dropout_prob": _PROBABILITY,
+    "max_position_embeddings": Int(1, MAX_CONTEXT), "type_vocab_size": Int(1, MAX_VOCAB),
+    "layer_norm_eps": Real(0, 1, low_open=True), "pad_token_id": Int(0, MAX_VOCAB),
+    "initializer_range": Real(0), "num_labels": Int(1, MAX_VOCAB),
+}
 
 
 class BertEmbeddings(Module):

@@ -23,6 +23,10 @@ from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.grad_mode import no_grad
 from layerwise.autograd.tensor import Tensor
+from layerwise.limits import (
+    MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, Flag, Int, Real, SettingError,
+    check_parameter_count, check_settings,
+)
 from layerwise.nn import functional as F
 from layerwise.nn import init
 from layerwise.nn.container import ModuleDict, ModuleList
@@ -47,15 +51,31 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        # Every field is held to its bound and the parameters are counted before any layer
+        # is built, so a crafted config fails in one line instead of exhausting memory.
+        check_settings(CONFIG_SCHEMA, vars(self), where="GPTConfig")
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
-                             f"n_head ({self.n_head})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+            raise SettingError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
+                               f"n_head ({self.n_head})")
+        check_parameter_count(self.num_parameters(),
+                              f"GPTConfig(n_layer={self.n_layer}, n_embd={self.n_embd}, "
+                              f"vocab_size={self.vocab_size}, block_size={self.block_size})")
+
+    def num_parameters(self):
+        """The parameters of GPT(self), from the config alone (lm_head shares wte's)."""
+        c, bias = self.n_embd, int(self.bias)
+        norm = c * (1 + bias)  # a LayerNorm's weight (and bias)
+        # ln_1, ln_2; c_attn 3c^2, attn c_proj c^2, c_fc 4c^2, mlp c_proj 4c^2 and their
+        # biases 3c + c + 4c + c
+        block = 2 * norm + 12 * c * c + bias * 9 * c
+        return (self.vocab_size + self.block_size) * c + self.n_layer * block + norm
+
+
+CONFIG_SCHEMA = {  # GPTConfig's fields and their bounds
+    "vocab_size": Int(1, MAX_VOCAB), "block_size": Int(1, MAX_CONTEXT),
+    "n_layer": Int(1, MAX_LAYERS), "n_head": Int(1, MAX_WIDTH), "n_embd": Int(1, MAX_WIDTH),
+    "dropout": Real(0, 1, high_open=True), "bias": Flag(),
+}
 
 
 class KVCache:

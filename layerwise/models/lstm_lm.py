@@ -10,12 +10,39 @@ from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.grad_mode import no_grad
 from layerwise.autograd.tensor import Tensor
+from layerwise.limits import (
+    MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, Flag, Int, check_parameter_count, check_settings,
+)
 from layerwise.nn import init
 from layerwise.nn.dropout import Dropout
 from layerwise.nn.embedding import Embedding
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.rnn import LSTM
+
+
+_SIZES = {"vocab_size": Int(1, MAX_VOCAB), "embed_dim": Int(1, MAX_WIDTH),
+          "hidden_size": Int(1, MAX_WIDTH), "num_layers": Int(1, MAX_LAYERS),
+          "tie_weights": Flag()}
+
+
+def num_parameters(vocab_size, embed_dim, hidden_size, num_layers=1, tie_weights=False):
+    """The parameters of LSTMLanguageModel with these sizes, from the sizes alone."""
+    h = hidden_size
+    lstm = sum(4 * h * ((embed_dim if layer == 0 else h) + h) + 8 * h  # w_ih, w_hh, 2 biases
+               for layer in range(num_layers))
+    decoder = (0 if tie_weights else h * vocab_size) + vocab_size
+    return vocab_size * embed_dim + lstm + decoder
+
+
+def check_sizes(vocab_size, embed_dim, hidden_size, num_layers=1, tie_weights=False):
+    """Hold the sizes to their bounds and the model to MAX_PARAMETERS before building it."""
+    sizes = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden_size": hidden_size,
+             "num_layers": num_layers, "tie_weights": tie_weights}
+    check_settings(_SIZES, sizes, where="LSTMLanguageModel")
+    check_parameter_count(num_parameters(**sizes),
+                          "LSTMLanguageModel(" + ", ".join(f"{k}={v}" for k, v in sizes.items())
+                          + ")")
 
 
 class LSTMLanguageModel(Module):
@@ -29,6 +56,7 @@ class LSTMLanguageModel(Module):
         self, vocab_size, embed_dim, hidden_size, num_layers=1, dropout=0.0, tie_weights=False
     ):
         super().__init__()
+        check_sizes(vocab_size, embed_dim, hidden_size, num_layers, tie_weights)
         if tie_weights and embed_dim != hidden_size:
             raise ValueError(
                 f"tie_weights needs embed_dim == hidden_size (the decoder reuses the "

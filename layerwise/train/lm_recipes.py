@@ -29,17 +29,26 @@ from layerwise.backend import xp
 from layerwise.data.text import (
     BPETokenizer, CharTokenizer, lm_splits, load_tokenizer, python_docs_corpus,
 )
+from layerwise.limits import (
+    MAX_BATCH_SIZE, MAX_CONTEXT, MAX_CORPUS_CHARS, MAX_LAYERS, MAX_NEW_TOKENS, MAX_VOCAB,
+    MAX_WIDTH, Choice, Flag, Int, Real, SettingError, Text,
+)
 from layerwise.models.gpt import GPT, GPTConfig
-from layerwise.models.lstm_lm import LSTMLanguageModel
+from layerwise.models.lstm_lm import LSTMLanguageModel, check_sizes
 from layerwise.nn import functional as F
 from layerwise.nn.module import Module
 from layerwise.serialization import write_text_atomic
 from layerwise.train.checkpoint import RunError, load_run_weights, read_json
-from layerwise.train.recipes import RECIPES, Parts, Recipe, Task, TaskData, get_recipe, register
+from layerwise.train.recipes import (
+    PROBABILITY, RECIPES, TRAINING_SCHEMA, Parts, Recipe, Task, TaskData, check_run_config,
+    recipe_of, register,
+)
 
 TOKENIZER_FILE = "tokenizer.json"
 SAMPLE_FILE = "sample.txt"
 TOKENIZERS = ("char", "bpe")
+BPE_MIN_VOCAB = 257  # the 256 bytes and at least one merge
+CHAR_VOCAB_ESTIMATE = 256  # what a size check assumes before the corpus is read
 
 
 # --- the corpus and its tokenizer -----------------------------------------------------------
@@ -170,6 +179,10 @@ class LanguageModelTask(Task):
         text = checked_corpus(config)
         train_text, val_text = split_text(text, hp["val_fraction"])
         tokenizer = run_tokenizer(hp, train_text, text, run_dir)
+        try:  # the sample is written when the run ends: a prompt it cannot encode fails now
+            encode_prompt(tokenizer, hp["sample_prompt"])
+        except RunError as err:
+            raise RunError(f"sample_prompt={hp['sample_prompt']!r}: {err}") from None
         train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
         block = hp["block_size"]
         # lm_splits holds out the last int(n * f) tokens... of one stream: choose f so that its
@@ -276,14 +289,16 @@ def load_trained(run_dir, kinds=("lm", "mlm")):
     """
     if not os.path.isdir(run_dir):
         raise RunError(f"no run directory {run_dir!r}")
-    config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
-    recipe = get_recipe(config.get("recipe"))
+    path = os.path.join(run_dir, "config.json")
+    config = read_json(path, "the run's config")
+    recipe = recipe_of(config, path)
     if recipe.task.kind not in kinds:
         wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
         usable = ", ".join(name for name, r in RECIPES.items() if r.task.kind in kinds)
         raise RunError(f"run {run_dir} holds {_KIND_NAMES.get(recipe.task.kind, 'a model')} "
                        f"(recipe {recipe.name!r}); this needs {wanted}, from a run of one of: "
                        f"{usable}")
+    check_run_config(config, path)  # before a crafted size reaches the allocator
     weights = os.path.join(run_dir, "model.safetensors")
     if not os.path.isfile(weights):
         raise RunError(f"{run_dir} has no model.safetensors: the run has not finished; "
@@ -307,17 +322,56 @@ _LM_COMMON = {
     "sample_prompt": "The ", "sample_tokens": 300, "sample_temperature": 0.8,
     "sample_top_k": None, "patience": None,
 }
+# The settings of every recipe trained on the pydoc corpus (BERT's too).
+CORPUS_SCHEMA = {
+    **TRAINING_SCHEMA, "tokenizer": Choice(TOKENIZERS),
+    "bpe_vocab_size": Int(BPE_MIN_VOCAB, MAX_VOCAB),
+    "corpus_chars": Int(1, MAX_CORPUS_CHARS, none="the whole corpus"),
+    "val_fraction": Real(0, 1, low_open=True, high_open=True),
+    "grad_clip": Real(0, low_open=True, none="no clipping"),
+    "eval_batch_size": Int(1, MAX_BATCH_SIZE), "dropout": PROBABILITY,
+}
+_LM_SCHEMA = {
+    **CORPUS_SCHEMA, "block_size": Int(1, MAX_CONTEXT), "sample_prompt": Text(),
+    "sample_tokens": Int(0, MAX_NEW_TOKENS), "sample_temperature": Real(0),
+    "sample_top_k": Int(1, MAX_VOCAB, none="no top-k cut"),
+}
+_GPT_SCHEMA = {**_LM_SCHEMA, "n_layer": Int(1, MAX_LAYERS), "n_head": Int(1, MAX_WIDTH),
+               "n_embd": Int(1, MAX_WIDTH)}
+_LSTM_SCHEMA = {**_LM_SCHEMA, "embed_dim": Int(1, MAX_WIDTH), "hidden_size": Int(1, MAX_WIDTH),
+                "num_layers": Int(1, MAX_LAYERS), "tie_weights": Flag()}
+
+
+def vocab_estimate(hp):
+    """The vocabulary size a size check assumes before a tokenizer is built."""
+    return hp["bpe_vocab_size"] if hp["tokenizer"] == "bpe" else CHAR_VOCAB_ESTIMATE
+
+
+def gpt_config(hp, vocab_size):
+    return GPTConfig(vocab_size=vocab_size, block_size=hp["block_size"], n_layer=hp["n_layer"],
+                     n_head=hp["n_head"], n_embd=hp["n_embd"], dropout=hp["dropout"])
 
 
 def make_gpt(hp, vocab_size):
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=hp["block_size"],
-                         n_layer=hp["n_layer"], n_head=hp["n_head"], n_embd=hp["n_embd"],
-                         dropout=hp["dropout"]))
+    return GPT(gpt_config(hp, vocab_size))
 
 
 def make_lstm(hp, vocab_size):
     return LSTMLanguageModel(vocab_size, hp["embed_dim"], hp["hidden_size"], hp["num_layers"],
                              dropout=hp["dropout"], tie_weights=hp["tie_weights"])
+
+
+def _gpt_fits(hp):
+    gpt_config(hp, vocab_estimate(hp))  # the config refuses a head split or a size itself
+
+
+def _lstm_fits(hp):
+    if hp["tie_weights"] and hp["embed_dim"] != hp["hidden_size"]:
+        raise SettingError(f"tie_weights needs embed_dim == hidden_size (the decoder reuses the "
+                           f"embedding matrix), got embed_dim={hp['embed_dim']}, "
+                           f"hidden_size={hp['hidden_size']}")
+    check_sizes(vocab_estimate(hp), hp["embed_dim"], hp["hidden_size"], hp["num_layers"],
+                hp["tie_weights"])
 
 
 GPT_TASK, LSTM_TASK = LanguageModelTask(make_gpt), LanguageModelTask(make_lstm)
@@ -338,16 +392,24 @@ def _build_lm(task):
     return build
 
 
-register("gpt", "GPT 4 layers, d=128, 4 heads, context 128 on the Python docs (char tokens; "
-                "--tokenizer bpe): AdamW, cosine lr", _GPT_DEFAULTS, GPT_TASK)(_build_lm(GPT_TASK))
-register("gpt-tiny", "GPT 1 layer, d=64 on 20k characters of the Python docs for 3 epochs: a "
-                     "smoke test in seconds",
-         {**_GPT_DEFAULTS, **_TINY, "epochs": 3, "n_layer": 1, "n_head": 4, "n_embd": 64,
-          "lr": 3e-3}, GPT_TASK)(_build_lm(GPT_TASK))
-register("lstm", "LSTM embedding 256, hidden 256, sequences of 64 on the Python docs (char "
-                 "tokens; --tokenizer bpe): AdamW, cosine lr", _LSTM_DEFAULTS,
-         LSTM_TASK)(_build_lm(LSTM_TASK))
-register("lstm-tiny", "LSTM embedding 32, hidden 64 on 20k characters of the Python docs for 2 "
-                      "epochs: a smoke test in seconds",
-         {**_LSTM_DEFAULTS, **_TINY, "embed_dim": 32, "hidden_size": 64, "lr": 2e-2},
-         LSTM_TASK)(_build_lm(LSTM_TASK))
+def _register_gpt(name, description, defaults):
+    register(name, description, defaults, GPT_TASK, _GPT_SCHEMA,
+             checks=(_gpt_fits,))(_build_lm(GPT_TASK))
+
+
+def _register_lstm(name, description, defaults):
+    register(name, description, defaults, LSTM_TASK, _LSTM_SCHEMA,
+             checks=(_lstm_fits,))(_build_lm(LSTM_TASK))
+
+
+_register_gpt("gpt", "GPT 4 layers, d=128, 4 heads, context 128 on the Python docs (char "
+                     "tokens; --tokenizer bpe): AdamW, cosine lr", _GPT_DEFAULTS)
+_register_gpt("gpt-tiny", "GPT 1 layer, d=64 on 20k characters of the Python docs for 3 epochs: "
+                          "a smoke test in seconds",
+              {**_GPT_DEFAULTS, **_TINY, "epochs": 3, "n_layer": 1, "n_head": 4, "n_embd": 64,
+               "lr": 3e-3})
+_register_lstm("lstm", "LSTM embedding 256, hidden 256, sequences of 64 on the Python docs (char "
+                       "tokens; --tokenizer bpe): AdamW, cosine lr", _LSTM_DEFAULTS)
+_register_lstm("lstm-tiny", "LSTM embedding 32, hidden 64 on 20k characters of the Python docs "
+                            "for 2 epochs: a smoke test in seconds",
+               {**_LSTM_DEFAULTS, **_TINY, "embed_dim": 32, "hidden_size": 64, "lr": 2e-2})

@@ -25,9 +25,10 @@ from layerwise.data import TensorDataset
 from layerwise.data.text import CharTokenizer
 from layerwise.models.bert import BertConfig, BertForMaskedLM, mask_tokens
 from layerwise.nn import functional as F
+from layerwise.limits import MAX_CONTEXT, MAX_LAYERS, MAX_WIDTH, Int, Real
 from layerwise.train.lm_recipes import (
-    TOKENIZER_FILE, checked_corpus, corpus_record, decay_groups, run_tokenizer, split_text,
-    unigram_entropy,
+    CORPUS_SCHEMA, TOKENIZER_FILE, checked_corpus, corpus_record, decay_groups, run_tokenizer,
+    split_text, unigram_entropy, vocab_estimate,
 )
 from layerwise.train.checkpoint import RunError
 from layerwise.train.recipes import Parts, Task, TaskData, register
@@ -90,6 +91,16 @@ def mlm_forward(model, input_ids):
     return model(input_ids, attention_mask=Tensor(input_ids.data != pad))[0]
 
 
+def bert_config(hp, vocab_size):
+    """The BertConfig of a run's hyperparameters; ``vocab_size`` counts the specials."""
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=hp["hidden_size"],
+        num_hidden_layers=hp["num_layers"], num_attention_heads=hp["num_heads"],
+        intermediate_size=hp["intermediate_size"], max_position_embeddings=hp["max_len"],
+        pad_token_id=vocab_size - len(SPECIALS), hidden_dropout_prob=hp["dropout"],
+        attention_probs_dropout_prob=hp["dropout"])
+
+
 class MaskedLMTask(Task):
     """Masked-LM pre-training of BertForMaskedLM on the pydoc paragraphs."""
 
@@ -100,12 +111,7 @@ class MaskedLMTask(Task):
         return tokenizer.vocab_size + len(SPECIALS)
 
     def make_model(self, hp, vocab_size):
-        return BertForMaskedLM(BertConfig(
-            vocab_size=vocab_size, hidden_size=hp["hidden_size"],
-            num_hidden_layers=hp["num_layers"], num_attention_heads=hp["num_heads"],
-            intermediate_size=hp["intermediate_size"], max_position_embeddings=hp["max_len"],
-            pad_token_id=vocab_size - len(SPECIALS), hidden_dropout_prob=hp["dropout"],
-            attention_probs_dropout_prob=hp["dropout"]))
+        return BertForMaskedLM(bert_config(hp, vocab_size))
 
     def data_record(self, hparams, data_dir):
         if data_dir is not None:
@@ -190,6 +196,18 @@ def build_bert(hp, steps_per_epoch, data):
                  clip_grad_norm=hp["grad_clip"])
 
 
+_BERT_SCHEMA = {
+    **CORPUS_SCHEMA, "max_len": Int(3, MAX_CONTEXT),  # [CLS], a token, [SEP]
+    "mask_prob": Real(0, 1, low_open=True, high_open=True),
+    "hidden_size": Int(1, MAX_WIDTH), "num_layers": Int(1, MAX_LAYERS),
+    "num_heads": Int(1, MAX_WIDTH), "intermediate_size": Int(1, MAX_WIDTH),
+}
+
+
+def _bert_fits(hp):
+    bert_config(hp, vocab_estimate(hp) + len(SPECIALS))  # refuses a head split or a size
+
+
 _BERT_DEFAULTS = {
     "tokenizer": "char", "bpe_vocab_size": 512, "corpus_chars": None, "val_fraction": 0.1,
     "epochs": 4, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "warmup_steps": 30,
@@ -200,11 +218,11 @@ _BERT_DEFAULTS = {
 
 register("bert", "BERT encoder 2 layers, d=128, 4 heads pre-trained by masked LM on paragraphs "
                  "of the Python docs (char tokens; --tokenizer bpe)", _BERT_DEFAULTS,
-         MLM_TASK)(build_bert)
+         MLM_TASK, _BERT_SCHEMA, checks=(_bert_fits,))(build_bert)
 # 30% masked: twice the signal per step of BERT's 15% (Wettig et al. 2023 find up to 40% fine)
 register("bert-tiny", "BERT 1 layer, d=64, 32-token pieces, 30% masked, on 20k characters of the "
                       "Python docs for 4 epochs: a smoke test in seconds",
          {**_BERT_DEFAULTS, "corpus_chars": 20_000, "epochs": 4, "batch_size": 8, "max_len": 32,
           "hidden_size": 64, "num_layers": 1, "num_heads": 4, "intermediate_size": 128,
           "lr": 5e-3, "warmup_steps": 10, "mask_prob": 0.3, "eval_batch_size": 256},
-         MLM_TASK)(build_bert)
+         MLM_TASK, _BERT_SCHEMA, checks=(_bert_fits,))(build_bert)
