@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import layerwise as lw
 from layerwise.cli.finetune import add_parser, parse_classes
@@ -86,3 +87,50 @@ def test_finetune_a_layerwise_train_run_replaces_its_last_linear(tmp_path):
     assert tuned["4.weight"].shape == (3, 64)  # the new head (after Dropout): 3 classes
     before = load(os.path.join(source, "model.safetensors"))
     np.testing.assert_array_equal(tuned["1.weight"].numpy(), before["1.weight"].numpy())
+
+
+@pytest.mark.parametrize("model, quoted", [
+    ({"arch": "mlp", "num_classes": 5}, "width is missing"),
+    ({"arch": "mlp", "num_classes": 5, "width": 10**12}, "1000000000000"),
+    ({"arch": "resnet", "num_classes": 5, "width": 16}, "'resnet'"),
+    ({"arch": "mlp", "num_classes": "5", "width": 16}, '"5"'),
+])
+def test_a_crafted_label_efficiency_config_is_one_line_before_building(tmp_path, capsys, model,
+                                                                       quoted):
+    run, _ = _source_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": model}))
+    args = _args(["finetune", str(run), "--out", str(tmp_path / "runs")])
+    assert args.handler(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json model" in err and quoted in err, err
+
+
+def test_a_taken_name_is_refused_before_any_training(tmp_path, capsys, monkeypatch):
+    run, _ = _source_run(tmp_path)
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    from layerwise.finetune import label_efficiency
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the name was checked")
+
+    monkeypatch.setattr(label_efficiency, "adapt", no_training)
+    args = _args(["finetune", str(run), "--out", str(tmp_path / "runs"), "--name", "taken"])
+    assert args.handler(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err
+    assert os.listdir(tmp_path / "runs" / "taken") == []
+
+
+def test_a_failed_fine_tune_leaves_no_run_directory(tmp_path, monkeypatch):
+    run, _ = _source_run(tmp_path)
+    from layerwise.finetune import label_efficiency
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(label_efficiency, "adapt", interrupted)
+    args = _args(["finetune", str(run), "--out", str(tmp_path / "runs"), "--name", "ft"])
+    with pytest.raises(KeyboardInterrupt):
+        args.handler(args)
+    assert not (tmp_path / "runs" / "ft").exists()
