@@ -103,10 +103,28 @@ def load_run(run_dir):
         metrics = read_json(os.path.join(run_dir, "metrics.json"), "the run's metrics")
     hist_path = os.path.join(run_dir, "history.jsonl")
     if os.path.isfile(hist_path):
-        with open(hist_path, encoding="utf-8") as f:
-            history = [json.loads(line) for line in f if line.strip()]
+        history = _read_history(hist_path)
     return LoadedRun(run_dir, config, recipe, model, data.splits, metrics, history,
                      data.tokenizer)
+
+
+def _read_history(path):
+    """The epochs of history.jsonl, one JSON object a line; anything else is a RunError."""
+    history = []
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 fails in json.loads
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.strip())
+            except ValueError as err:  # JSONDecodeError or UnicodeDecodeError
+                raise RunError(f"{path}, line {number}, is not valid JSON: {err}") from None
+            if not isinstance(record, dict):
+                shown = line.strip()[:40].decode("utf-8", "replace")
+                raise RunError(f"{path}, line {number}: expected a JSON object (one epoch), "
+                               f"got {shown!r}")
+            history.append(record)
+    return history
 
 
 def predict_logits(model, x, batch_size=1000):

@@ -9,11 +9,17 @@ validation (the pairs), duplicates and conflicting labels within each split, cla
 drift between train and test (per-pixel KS and a domain classifier's 2*AUC - 1), and with
 ``--label-issues`` the label-issue candidates of the training split by confident learning on
 cross-validated probabilities. Exits 1 when test examples leak into training or validation.
+
+For a language-model run (gpt, lstm, bert) it reports the held-out sequences found in the
+training split, whole or as most of their 13-token n-grams, the share of all held-out
+n-grams that occur in the training text, and identical sequences within each split; it
+exits 1 when held-out sequences are copies.
 """
 
 import json
 import sys
 
+from layerwise.cli.argtypes import MAX_FOLDS, MAX_SEED, int_in_range
 from layerwise.cli.audit import resolve_run
 
 
@@ -24,14 +30,14 @@ def add_parser(subparsers):
                     "and other problems.")
     p.add_argument("run", metavar="RUN", nargs="?",
                    help="a run directory (default: the shipped digits, split with --seed)")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
+    p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0, metavar="N",
                    help="split seed when no RUN is given (default: 0)")
     p.add_argument("--near-threshold", type=float, default=None, metavar="X",
                    help="RMS distance between standardised examples below which two are near "
                         "copies (default: 0.15, i.e. correlation above 0.989)")
     p.add_argument("--label-issues", action="store_true",
                    help="also rank label-issue candidates in train (cross-validated, slower)")
-    p.add_argument("--folds", type=int, default=5, metavar="K",
+    p.add_argument("--folds", type=int_in_range(1, MAX_FOLDS), default=5, metavar="K",
                    help="cross-validation folds for --label-issues (default: 5)")
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     p.add_argument("--out", default="runs", metavar="DIR",
@@ -40,15 +46,48 @@ def add_parser(subparsers):
     return p
 
 
-def _splits(args):
-    from layerwise.audit.report import load_run, split_arrays
+def _splits(args, loaded=None):
+    from layerwise.audit.report import split_arrays
     from layerwise.data import digits_splits
 
-    if args.run is None:
+    if loaded is None:
         splits = digits_splits(seed=args.seed, fractions=(0.8, 0.1, 0.1))
     else:
-        splits = load_run(resolve_run(args.run, args.out)).splits
+        splits = loaded.splits
     return {name: split_arrays(ds) for name, ds in splits.items()}
+
+
+def audit_text_data(loaded):
+    """The data report of a language-model run: exact and near (n-gram) copies of the
+    held-out sequences in the training split, and duplicate sequences within each split."""
+    from layerwise.audit import text_checks as tc
+
+    rows = tc.split_rows(loaded)
+    report = {"kind": "text", "task": loaded.kind, "ngram": tc.NGRAM,
+              "near_overlap": tc.NEAR_OVERLAP, "contamination": {}, "duplicates": {}}
+    for name, split in rows.items():
+        if name != "train":
+            report["contamination"][name] = dict(tc.text_contamination(
+                rows["train"], split, other_name=name).to_dict(), reference="train")
+        report["duplicates"][name] = {"duplicate_groups": tc.duplicate_rows(split)}
+    return report
+
+
+def _print_text_report(report):
+    """Print a language-model run's data report; returns the number of leaked sequences."""
+    for c in report["contamination"].values():
+        name, ref = c["other"], c["reference"]
+        print(f"{name} sequences in {ref}: {c['n_leaked']} of {c['n_other']} "
+              f"({len(c['exact_pairs'])} exact, {len(c['near_rows'])} near: at least "
+              f"{c['near_overlap']:.0%} of their {c['ngram']}-token n-grams in {ref}); "
+              f"{c['ngram_share_in_train']:.2%} of all {name} {c['ngram']}-grams occur in {ref}")
+        for i, j in c["exact_pairs"][:5]:
+            print(f"  exact: {ref}[{i}] == {name}[{j}]")
+        for j, share in c["near_rows"][:5]:
+            print(f"  near:  {name}[{j}] ({share:.0%} of its n-grams in {ref})")
+    for name, d in report["duplicates"].items():
+        print(f"{name}: {len(d['duplicate_groups'])} groups of identical sequences")
+    return sum(c["n_leaked"] for c in report["contamination"].values())
 
 
 def audit_data(splits, near_threshold=None, label_issues=False, folds=5):
@@ -87,16 +126,46 @@ def audit_data(splits, near_threshold=None, label_issues=False, folds=5):
 
 
 def run(args):
+    from layerwise.audit.report import load_run
     from layerwise.train.checkpoint import RunError
+    from layerwise.train.rundir import check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json")  # before the audit, not after it
     if args.label_issues and args.folds < 2:
         print(f"error: --folds must be at least 2, got {args.folds}", file=sys.stderr)
         return 2
     try:
-        report = audit_data(_splits(args), args.near_threshold, args.label_issues, args.folds)
+        loaded = None if args.run is None else load_run(resolve_run(args.run, args.out))
+        if loaded is not None and loaded.kind != "image":
+            for given, option in ((args.near_threshold is not None, "--near-threshold"),
+                                  (args.label_issues, "--label-issues")):
+                if given:
+                    print(f"error: {option} is for image runs; {args.run} is a language model, "
+                          f"checked by exact and n-gram copies of its sequences",
+                          file=sys.stderr)
+                    return 2
+            report = audit_text_data(loaded)
+        else:
+            report = audit_data(_splits(args, loaded), args.near_threshold, args.label_issues,
+                                args.folds)
     except (RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if report.get("kind") == "text":
+        leaked = _print_text_report(report)
+    else:
+        leaked = _print_image_report(report)
+    if args.json:
+        from layerwise.serialization import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    return 1 if leaked else 0
+
+
+def _print_image_report(report):
+    """Print an image run's data report; returns the number of leaked test examples."""
     for c in report["contamination"].values():
         name, ref = c["other"], c["reference"]
         print(f"{name} in {ref}: {c['n_leaked']} of {c['n_other']} ({len(c['exact_pairs'])} "
@@ -119,10 +188,6 @@ def run(args):
         li = report["label_issues_train"]
         print(f"label-issue candidates in train: {len(li['indices'])} "
               f"(first {li['indices'][:10]}); {li['method']}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
     leaked = sum(report["contamination"].get(key, {}).get("n_leaked", 0)
                  for key in ("test", "test_in_val"))
-    return 1 if leaked else 0
+    return leaked

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from layerwise.cli.argtypes import MAX_ATTRIBUTION_STEPS, int_in_range
 from layerwise.cli.audit import resolve_run
 
 
@@ -24,7 +25,8 @@ def add_parser(subparsers):
     p.add_argument("run", metavar="RUN", help="the run directory (or its name under --out)")
     p.add_argument("--index", type=int, required=True, metavar="I",
                    help="index of the example in the run's test split")
-    p.add_argument("--steps", type=int, default=50, metavar="N",
+    p.add_argument("--steps", type=int_in_range(1, MAX_ATTRIBUTION_STEPS), default=50,
+                   metavar="N",
                    help="integrated-gradients steps (Gauss-Legendre nodes; default: 50)")
     p.add_argument("--target", type=int, metavar="C",
                    help="class to explain (default: the model's prediction)")
@@ -49,6 +51,11 @@ def run(args):
     from layerwise.train.checkpoint import RunError
 
     run_dir = resolve_run(args.run, args.out)
+    if args.save_dir is not None and os.path.exists(args.save_dir) \
+            and not os.path.isdir(args.save_dir):
+        print(f"error: --save-dir {args.save_dir} is an existing file, not a directory; give "
+              "a directory for the PNGs (it is made if missing)", file=sys.stderr)
+        return 1
     try:
         loaded = load_run(run_dir)
     except RunError as err:
@@ -56,6 +63,12 @@ def run(args):
         return 1
     save_dir = args.save_dir or os.path.join(run_dir, "explain")
     if loaded.kind != "image":
+        for option, value in (("--target", args.target), ("--layer", args.layer)):
+            if value is not None:  # attention maps have no class and no conv layer to pick
+                print(f"error: {option} {value} is for image classifiers; {run_dir} is a "
+                      f"{loaded.recipe.name!r} run, explained by its attention maps: drop "
+                      f"{option}", file=sys.stderr)
+                return 2
         return _explain_attention(loaded, args.index, save_dir)
     x_te, y_te = split_arrays(loaded.splits["test"])
     if not 0 <= args.index < len(x_te):
@@ -110,23 +123,22 @@ def run(args):
 def _explain_attention(loaded, index, save_dir):
     """Attention maps (mean over heads, one panel per layer) of validation sequence ``index``."""
     from layerwise.audit import explain, plots
-    from layerwise.audit.report import split_arrays
+    from layerwise.audit.report import attention_example, split_arrays
     from layerwise.autograd import Tensor
 
     modules = [m for _, m in loaded.model.named_modules() if hasattr(m, "store_attn_weights")]
     if not modules:
         print(f"error: explain needs an image classifier or a transformer; "
-              f"{loaded.recipe.name!r} has no attention to show", file=sys.stderr)
+              f"{loaded.recipe.name!r} is a language model with no attention to show",
+              file=sys.stderr)
         return 1
     x_val, _ = split_arrays(loaded.splits["val"])
     if not 0 <= index < len(x_val):
         print(f"error: --index {index} is outside the validation sequences; use 0 to "
               f"{len(x_val) - 1}", file=sys.stderr)
         return 1
-    ids = np.ascontiguousarray(x_val[index:index + 1])  # (1, T)
+    ids, tokens = attention_example(loaded, index)  # (1, T); a BERT piece without its padding
     maps = explain.attention_maps(loaded.model, Tensor(ids))
-    decode = loaded.tokenizer.decode if loaded.tokenizer is not None else str
-    tokens = [decode([int(i)]).replace("\n", "\\n") or "?" for i in ids[0]]
     os.makedirs(save_dir, exist_ok=True)
     path = os.path.join(save_dir, f"{index}_attention.png")
     _write_png(path, plots.attention_heatmaps(maps, tokens))

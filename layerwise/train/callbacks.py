@@ -17,6 +17,7 @@ import math
 import os
 
 from layerwise.serialization import save, write_text_atomic
+from layerwise.train.rundir import append_text
 
 
 class Callback:
@@ -140,5 +141,4 @@ class HistoryLogger(Callback):
         write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in trainer.history))
 
     def on_epoch_end(self, trainer, logs):
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(logs) + "\n")
+        append_text(self.path, json.dumps(logs) + "\n")  # never through a planted link

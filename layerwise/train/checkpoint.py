@@ -18,6 +18,13 @@ they are committed like a journal: the new weights go to ``last.next.safetensors
 ``last.json`` is atomically replaced (the commit point), then the new weights are renamed
 over ``last.safetensors``. A crash before the commit leaves the old pair; a crash after it
 leaves a pending file with the committed step, which ``load_resume_state`` renames into place.
+A pending file of any other step was never committed; ``discard_uncommitted`` removes it, with
+the temporary files of atomic writes that a killed process left (see layerwise.train.rundir).
+
+Also in the directory: ``run.lock`` (the pid of the process training it; see RunLock),
+``emissions.csv`` (one row per training session) and, from ``layerwise report``, the model
+card (``card.json``, ``card.html``). Every file name read from last.json must resolve inside
+the run directory.
 """
 
 import json
@@ -31,6 +38,7 @@ from layerwise.serialization import (
 )
 from layerwise.errors import RunError  # noqa: F401  (re-exported: callers import it here)
 from layerwise.train.callbacks import Callback
+from layerwise.train.rundir import remove_stale_temps, run_path
 
 RESUME_JSON = "last.json"
 RESUME_WEIGHTS = "last.safetensors"
@@ -45,10 +53,23 @@ def load_run_weights(model, weights):
     try:
         model.load_state_dict(load(weights))
     except (KeyError, ValueError, RuntimeError) as err:
-        raise RunError(f"{weights} does not fit the run's config: "
-                       f"{str(err).splitlines()[0]}") from None
+        raise RunError(f"{weights} does not fit the run's config: {_first_problem(err)}") \
+            from None
     model.eval()
     return model
+
+
+_MAX_REASON_CHARS = 240  # a mismatch lists every key; one line must stay readable
+
+
+def _first_problem(err):
+    """The first line of ``err`` that says what is wrong: load_state_dict's message opens
+    with a header ending in ':' and lists the problems on the lines below it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+    reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[:_MAX_REASON_CHARS - 3] + "..."
+    return reason
 
 
 # --- run directories ------------------------------------------------------------------------
@@ -139,8 +160,9 @@ def load_resume_state(run_dir):
     record = read_json(json_path, "the resume checkpoint")
     if not isinstance(record, dict) or record.get("format") != _FORMAT:
         raise RunError(f"{json_path} is not a layerwise resume checkpoint ({_FORMAT})")
+    _check_record(record, json_path)
     step = record["step"]
-    weights_path = os.path.join(run_dir, record["weights"])
+    weights_path = _resume_weights_path(run_dir, record["weights"], json_path)
     tensors = _load_weights_for_step(weights_path, os.path.join(run_dir, _PENDING_WEIGHTS), step)
 
     missing = [k for k in record["model_keys"] if f"model.{k}" not in tensors]
@@ -156,6 +178,40 @@ def load_resume_state(run_dir):
     return state
 
 
+def _check_record(record, json_path):
+    """The entries load_resume_state reads, with the types save_resume_state gives them."""
+    expected = {"step": int, "weights": str, "model_keys": list, "optimizer": dict}
+    for key, kind in expected.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunError(f"{json_path}: {key!r} is {value!r}, expected a {kind.__name__}; "
+                           "the resume checkpoint is damaged")
+
+
+def _resume_weights_path(run_dir, value, json_path):
+    """The weights file last.json names: inside the run, and the run's own last.safetensors
+    (the journal renames the pending weights onto that file and no other)."""
+    path = run_path(run_dir, value, json_path)
+    if path != os.path.join(os.path.realpath(run_dir), RESUME_WEIGHTS):
+        raise RunError(f"{json_path} names the weights file {value!r}, which resolves to "
+                       f"{path}; a layerwise resume checkpoint keeps its weights in the run's "
+                       f"own {RESUME_WEIGHTS}")
+    return os.path.join(run_dir, RESUME_WEIGHTS)
+
+
+def discard_uncommitted(run_dir):
+    """Remove what an interrupted writer left that no committed state refers to: a pending
+    weights file whose step last.json does not describe, and the temporary files of atomic
+    writes. Call it with the run locked, after ``load_resume_state`` (which renames a pending
+    file that completes the commit into place first). Returns the names removed."""
+    removed = remove_stale_temps(run_dir)
+    pending = os.path.join(run_dir, _PENDING_WEIGHTS)
+    if os.path.lexists(pending):
+        os.remove(pending)
+        removed.append(_PENDING_WEIGHTS)
+    return removed
+
+
 def _load_weights_for_step(weights_path, pending_path, step):
     """Load the weights saved at ``step``, finishing an interrupted commit if there was one."""
     saved_step, problem = None, None
@@ -166,7 +222,7 @@ def _load_weights_for_step(weights_path, pending_path, step):
         tensors, problem = None, str(err)
     if saved_step == step:
         return tensors
-    if os.path.isfile(pending_path):
+    if os.path.isfile(pending_path) and not os.path.islink(pending_path):
         # The crash fell between the commit of last.json and the final rename.
         try:
             pending, metadata = load_with_metadata(pending_path)

@@ -8,6 +8,13 @@ The config (saved as ``config.json``) is all a run depends on, so ``resume_run``
 the identical model, loaders and schedule from it, then loads the resume checkpoint over them.
 What the recipe's task saved beside it (a language model's ``tokenizer.json``) is read back,
 not rebuilt.
+
+A run ends in steps that can each be retried: training writes ``model.safetensors``, then
+``trained.json`` (the training's own metrics: steps, seconds, cost); the task's finishing step
+(test metrics, a language model's sample) follows and ``metrics.json`` is written last, as the
+mark of a finished run, after which trained.json goes. If finishing fails, ``resume_run`` sees
+trained.json and redoes only the finishing step from the saved weights. The whole time, the
+process holds the run's lock (``run.lock``), so a second ``--resume`` is refused.
 """
 
 import os
@@ -16,14 +23,21 @@ import time
 import layerwise
 from layerwise.backend import manual_seed
 from layerwise.data import DataLoader
-from layerwise.serialization import save
+from layerwise.serialization import load_with_metadata, save
 from layerwise.train.callbacks import BestCheckpoint, EarlyStopping, HistoryLogger
 from layerwise.train.checkpoint import (
-    ResumeCheckpoint, RunError, create_run_dir, has_resume_state, load_resume_state, read_json,
-    write_json,
+    ResumeCheckpoint, RunError, create_run_dir, discard_uncommitted, has_resume_state,
+    load_resume_state, read_json, write_json,
 )
-from layerwise.train.recipes import EVAL_BATCH, get_recipe
+from layerwise.train.recipes import EVAL_BATCH, get_recipe, validate_hyperparameters
+from layerwise.train.rundir import RunLock, refuse_links, run_path
 from layerwise.train.trainer import Trainer
+
+FINAL_WEIGHTS = "model.safetensors"
+TRAINED = "trained.json"
+METRICS = "metrics.json"
+# Files a run adds to rather than writes anew: a link there is refused before training.
+_APPENDED = ("emissions.csv",)
 
 
 def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, **overrides):
@@ -37,6 +51,7 @@ def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, **ove
             raise ValueError(f"recipe {recipe_name!r} has no hyperparameter {key!r}; "
                              f"it has {sorted(hparams)}")
         hparams[key] = value
+    validate_hyperparameters(recipe, hparams)  # before any data is loaded or directory made
     return {"recipe": recipe_name, "hyperparameters": hparams, "seed": seed,
             "data": recipe.task.data_record(hparams, data_dir),
             "checkpoint_every": checkpoint_every, "layerwise_version": layerwise.__version__}
@@ -57,27 +72,59 @@ def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, ch
     setup = _setup(config, data)
     default_name = f"{config['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = create_run_dir(out_dir, name or default_name, explicit=name is not None)
-    write_json(os.path.join(run_dir, "config.json"), config)
-    task.save(data, run_dir)
-    return run_dir, _train(config, run_dir, data, setup, None, progress, verbose)
+    with RunLock(run_dir):
+        write_json(os.path.join(run_dir, "config.json"), config)
+        task.save(data, run_dir)
+        return run_dir, _train(config, run_dir, data, setup, None, progress, verbose)
 
 
 def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None):
-    """Continue an interrupted run from its last checkpoint; returns its metrics."""
+    """Continue an interrupted run from its last checkpoint; returns its metrics.
+
+    A run whose training ended but whose finishing step failed (no metrics.json) is not
+    trained again: only the finishing step runs, from the saved weights.
+    """
     if not os.path.isdir(run_dir):
         raise RunError(f"no run directory {run_dir!r} to resume")
-    config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
-    if os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        raise RunError(f"run {run_dir} already finished (it has metrics.json); nothing to resume")
-    if not has_resume_state(run_dir):
-        raise RunError(
-            f"{run_dir} has no resume checkpoint (last.json) yet; start a new run instead"
-        )
-    state = load_resume_state(run_dir)
-    if checkpoint_every is not None:
-        config = dict(config, checkpoint_every=checkpoint_every)
-    data = get_recipe(config["recipe"]).task.load(config, run_dir)
-    return _train(config, run_dir, data, _setup(config, data), state, progress, verbose)
+    read_json(os.path.join(run_dir, "config.json"), "the run's config")  # a run, before locking
+    with RunLock(run_dir):
+        config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
+        if os.path.isfile(os.path.join(run_dir, METRICS)):
+            raise RunError(f"run {run_dir} already finished (it has {METRICS}); nothing to "
+                           f"resume (`layerwise report {run_dir}` rewrites its model card)")
+        if not has_resume_state(run_dir):
+            raise RunError(
+                f"{run_dir} has no resume checkpoint (last.json) yet; start a new run instead"
+            )
+        refuse_links(run_dir, _APPENDED)
+        state = load_resume_state(run_dir)
+        discard_uncommitted(run_dir)
+        if checkpoint_every is not None:
+            config = dict(config, checkpoint_every=checkpoint_every)
+        data = get_recipe(config["recipe"]).task.load(config, run_dir)
+        setup = _setup(config, data)
+        return _train(config, run_dir, data, setup, state, progress, verbose,
+                      trained=_trained(run_dir, state))
+
+
+def _trained(run_dir, state):
+    """(final weights, training metrics) when training ended at the checkpoint's step and
+    only the finishing step is left; None when there is training to do."""
+    record_path = os.path.join(run_dir, TRAINED)
+    if not os.path.isfile(record_path):
+        return None
+    record = read_json(record_path, "the metrics of the finished training")
+    weights_path = run_path(run_dir, FINAL_WEIGHTS, run_dir)
+    if (not isinstance(record, dict) or record.get("steps") != state["global_step"]
+            or not os.path.isfile(weights_path)):
+        return None  # not this checkpoint's end: train (again) from the checkpoint
+    try:
+        weights, metadata = load_with_metadata(weights_path)
+    except (OSError, ValueError):
+        return None  # damaged final weights: the checkpoint's training rewrites them
+    if metadata.get("step") != state["global_step"]:
+        return None
+    return weights, record
 
 
 def _setup(config, data):
@@ -97,7 +144,9 @@ def _setup(config, data):
     return train_loader, val_loader, parts
 
 
-def _train(config, run_dir, data, setup, state, progress, verbose):
+def _train(config, run_dir, data, setup, state, progress, verbose, trained=None):
+    """Train from ``state`` (None: from scratch), then finish the run. ``trained``: the final
+    weights and training metrics of a run whose training already ended."""
     recipe = get_recipe(config["recipe"])
     hp = config["hyperparameters"]
     train_loader, val_loader, parts = setup
@@ -129,17 +178,25 @@ def _train(config, run_dir, data, setup, state, progress, verbose):
             raise RunError(f"the checkpoint in {run_dir} does not fit its config: "
                            f"{str(err).splitlines()[0]}") from None
 
-    trainer.fit()
-    save(parts.model.state_dict(), os.path.join(run_dir, "model.safetensors"),
-         metadata={"recipe": config["recipe"], "step": trainer.global_step,
-                   "epoch": trainer.epoch})
+    if trained is None:
+        trainer.fit()
+        save(parts.model.state_dict(), os.path.join(run_dir, FINAL_WEIGHTS),
+             metadata={"recipe": config["recipe"], "step": trainer.global_step,
+                       "epoch": trainer.epoch})
+        training = {"train_seconds": round(clock.seconds(), 3),
+                    "params": parts.model.num_parameters(),
+                    "epochs": trainer.epoch, "steps": trainer.global_step}
+        training.update(cost.metrics)
+        write_json(os.path.join(run_dir, TRAINED), training)  # training ended: not redone
+    else:
+        weights, training = trained
+        try:
+            parts.model.load_state_dict(weights)
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise RunError(f"{os.path.join(run_dir, FINAL_WEIGHTS)} does not fit the run's "
+                           f"config: {str(err).splitlines()[0]}") from None
     metrics = recipe.task.finish(trainer, parts, data, config, run_dir)
-    metrics.update({
-        "train_seconds": round(clock.seconds(), 3),
-        "params": parts.model.num_parameters(),
-        "epochs": trainer.epoch,
-        "steps": trainer.global_step,
-    })
-    metrics.update(cost.metrics)
-    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    metrics.update(training)
+    write_json(os.path.join(run_dir, METRICS), metrics)  # the mark of a finished run
+    os.remove(os.path.join(run_dir, TRAINED))  # all of it is in metrics.json now
     return metrics

@@ -14,6 +14,7 @@ Energy comes from an EnergyMeter around the whole fit; at the end it appends one
 """
 
 import csv
+import io
 import os
 import platform
 import time
@@ -22,7 +23,9 @@ from layerwise.audit.cost.carbon import DEFAULT_PUE, emissions_record
 from layerwise.audit.cost.energy import EnergyMeter
 from layerwise.audit.cost.flops import count_flops
 from layerwise.audit.cost.peak import matmul_peak, mfu, peak_memory_bytes
+from layerwise.serialization import write_bytes_atomic
 from layerwise.train.callbacks import Callback
+from layerwise.train.rundir import read_own_text
 
 # CodeCarbon's emissions.csv columns whose meaning layerwise shares (units: s, kg, kg/s, W,
 # kWh), then layerwise's own additions, prefixed so no CodeCarbon reader mistakes them.
@@ -158,7 +161,7 @@ def _batch_size(trainer):
 
 
 def write_emissions_csv(path, cost, project_name, run_id):
-    """Append one row (and the header to a new file), CodeCarbon's layout."""
+    """Add one row (and the header to a new or empty file), CodeCarbon's layout."""
     e = cost["energy"]
     comp = e["components"]
     duration = e["duration_s"]
@@ -179,10 +182,14 @@ def write_emissions_csv(path, cost, project_name, run_id):
         "layerwise_grid_intensity_source": e["grid_intensity_source"],
         "layerwise_train_flops": cost.get("train_flops"), "layerwise_mfu": cost.get("mfu"),
     }
-    new = not os.path.isfile(path)
-    with open(path, "a", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CODECARBON_COLUMNS + EXTRA_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    # The file is small (a row per training session): rewrite it whole and atomically, so a
+    # crash leaves no half row and a hard link to another file is broken, never written
+    # through; read_own_text refuses a symbolic link.
+    old = read_own_text(path)
+    lines = io.StringIO(newline="")
+    writer = csv.DictWriter(lines, fieldnames=CODECARBON_COLUMNS + EXTRA_COLUMNS)
+    if not old:
+        writer.writeheader()
+    writer.writerow(row)
+    write_bytes_atomic(path, (old + lines.getvalue()).encode("utf-8"))  # csv's own \r\n
 
