@@ -161,7 +161,11 @@ def run(args):
 
         write_text_atomic(args.json, json.dumps(report, indent=1))
         print(f"wrote {args.json}")
-    return 1 if leaked else 0
+    if leaked:  # a finding, not a mistake: the exit code tells a script, this line a person
+        print(f"audit-data: {leaked} held-out examples are copies of training examples "
+              f"(listed above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_image_report(report):

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 
 from layerwise.cli.argtypes import (
     MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRID_INTENSITY, MAX_PUE, MAX_SEED, MAX_TRAIN_STEPS, MIN_PUE,
@@ -107,6 +108,17 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _run_command(args)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    # A person reads "warning: ..." once, not Python's two lines with a source path.
+    print(f"warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _run_command(args):
     try:
         if getattr(args, "handler", None) is not None:
             return args.handler(args)
