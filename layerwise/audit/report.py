@@ -20,6 +20,7 @@ from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import get_rng_state, set_rng_state
 from layerwise.train.checkpoint import RunError, load_run_weights, read_json
 from layerwise.train.recipes import check_run_config
+from layerwise.train.rundir import RunLock
 
 N_EXPLAIN = 10
 
@@ -406,7 +407,8 @@ def build_report(run_dir, group_labels=None, group_name="group", full=True, writ
         card["caveats"].append("Training energy and CO2e are estimates: "
                                + card["training_cost"]["values"]["energy_warnings"] + ".")
     if write:
-        write_card(run_dir, card, figures)
+        with RunLock(run_dir):  # not while a resume of the run rewrites it
+            write_card(run_dir, card, figures)
     return card
 
 

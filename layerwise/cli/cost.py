@@ -123,12 +123,19 @@ def _print_recorded(run_dir, country=None, intensity=None, pue=None):
     if country is None and intensity is None and pue is None:
         return
     from layerwise.audit.cost import emissions_record
-    recorded = metrics["cost"]["energy"]
-    reading = {"duration_s": recorded["duration_s"],
-               "components": {k: {"joules": c["energy_kwh"] * 3.6e6, "method": c["method"]}
-                              for k, c in recorded["components"].items()}}
-    again = emissions_record(reading, pue if pue is not None else recorded["pue"],
-                             country or (None if intensity is not None else recorded["country"]),
+    try:
+        recorded = metrics["cost"]["energy"]
+        reading = {"duration_s": float(recorded["duration_s"]),
+                   "components": {k: {"joules": float(c["energy_kwh"]) * 3.6e6,
+                                      "method": str(c["method"])}
+                                  for k, c in recorded["components"].items()}}
+        recorded_pue, recorded_country = recorded["pue"], recorded["country"]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise RunError(f"{path} holds no usable energy record to recompute "
+                       f"(cost.energy: {type(err).__name__} {err}); it was not written by "
+                       f"`layerwise train`") from None
+    again = emissions_record(reading, pue if pue is not None else recorded_pue,
+                             country or (None if intensity is not None else recorded_country),
                              intensity)
     print(f"recomputed: {again['energy_kwh']:.6f} kWh at PUE {again['pue']:g}, "
           f"{again['emissions_kg']:.6f} kg CO2e [{again['grid_intensity_source']}]")

@@ -41,8 +41,10 @@ def add_parser(subparsers):
 
 
 def _write_png(path, b64):
-    with open(path, "wb") as f:
-        f.write(base64.b64decode(b64))
+    from layerwise.serialization import write_bytes_atomic
+
+    # Replaces whatever has the name (a link included) rather than writing through it.
+    write_bytes_atomic(path, base64.b64decode(b64))
 
 
 def run(args):

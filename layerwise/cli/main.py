@@ -165,7 +165,7 @@ def layerwise_version():
 def _train(args):
     from layerwise.train.checkpoint import read_json
     from layerwise.train.recipes import (
-        DEFAULT_RECIPE, RECIPES, HyperparameterError, check_run_config, get_recipe,
+        DEFAULT_RECIPE, RECIPES, HyperparameterError, get_recipe,
     )
     from layerwise.train.run import make_config, resume_run, start_run
 
@@ -186,12 +186,8 @@ def _train(args):
         run_dir = args.resume
         if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(args.out, run_dir)):
             run_dir = os.path.join(args.out, run_dir)
-        config_path = os.path.join(run_dir, "config.json")
-        if os.path.isfile(config_path):  # without one, resume_run says what is missing
-            # The saved settings meet the same schemas as a new run's before anything is built.
-            check_run_config(read_json(config_path, "the run's config"), config_path)
         metrics = resume_run(run_dir, progress=progress, checkpoint_every=args.checkpoint_every)
-        recipe = get_recipe(read_json(config_path, "the run's config")["recipe"])
+        recipe = get_recipe(read_json(os.path.join(run_dir, "config.json"), "config")["recipe"])
     else:
         name = DEFAULT_RECIPE if args.model is None else args.model
         if name not in RECIPES:

@@ -124,6 +124,8 @@ def read_json(path, what):
                        f"directory? ({what})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path} is not valid JSON ({what}): {err}") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise RunError(f"{path} cannot be read ({what}): {err}") from None
 
 
 # --- resume checkpoints ---------------------------------------------------------------------

@@ -29,7 +29,9 @@ from layerwise.train.checkpoint import (
     ResumeCheckpoint, RunError, create_run_dir, discard_uncommitted, has_resume_state,
     load_resume_state, read_json, write_json,
 )
-from layerwise.train.recipes import EVAL_BATCH, get_recipe, validate_hyperparameters
+from layerwise.train.recipes import (
+    EVAL_BATCH, check_run_config, get_recipe, validate_hyperparameters,
+)
 from layerwise.train.rundir import RunLock, refuse_links, run_path
 from layerwise.train.trainer import Trainer
 
@@ -86,9 +88,13 @@ def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None):
     """
     if not os.path.isdir(run_dir):
         raise RunError(f"no run directory {run_dir!r} to resume")
-    read_json(os.path.join(run_dir, "config.json"), "the run's config")  # a run, before locking
+    config_path = os.path.join(run_dir, "config.json")
+    # A run whose saved settings meet the same schemas as a new run's, before it is locked
+    # (and again once it is: another process may have written it in between).
+    check_run_config(read_json(config_path, "the run's config"), config_path)
     with RunLock(run_dir):
-        config = read_json(os.path.join(run_dir, "config.json"), "the run's config")
+        config = read_json(config_path, "the run's config")
+        check_run_config(config, config_path)
         if os.path.isfile(os.path.join(run_dir, METRICS)):
             raise RunError(f"run {run_dir} already finished (it has {METRICS}); nothing to "
                            f"resume (`layerwise report {run_dir}` rewrites its model card)")

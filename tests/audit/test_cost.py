@@ -327,3 +327,14 @@ def test_gpt_step_matches_the_palm_formula():
     hs = cfg.n_embd // cfg.n_head
     assert attn["forward_flops"] + attn["backward_flops"] - 9 * scores == (
         b * t * 12 * cfg.n_layer * cfg.n_head * hs * t)
+
+
+@pytest.mark.parametrize("options, quoted", [({"country": "XX"}, "'XX'"),
+                                             ({"intensity": -5}, "-5"),
+                                             ({"pue": 0.5}, "0.5")])
+def test_cost_callback_refuses_a_bad_grid_setting_when_built(options, quoted):
+    from layerwise.audit.cost import CostCallback
+
+    with pytest.raises(ValueError, match=quoted) as caught:
+        CostCallback(None, **options)
+    assert "\n" not in str(caught.value)

@@ -71,3 +71,18 @@ class _FakeTrainer:
         from layerwise import nn
         self.model, self.forward, self.loss_fn = nn.Linear(2, 2), None, None
         self.global_step, self.train_loader = 0, None
+
+
+def test_recomputing_co2_from_metrics_without_an_energy_record_is_one_line(capsys, tmp_path):
+    from layerwise.cli.main import main
+
+    assert main(["train", "--model", "tiny", "--epochs", "1", "--no-progress", "--no-card",
+                 "--out", str(tmp_path), "--name", "r"]) == 0
+    metrics_path = tmp_path / "r" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["cost"]["energy"]
+    metrics_path.write_text(json.dumps(metrics))
+    capsys.readouterr()
+    assert main(["cost", str(tmp_path / "r"), "--country", "FR"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.json holds no usable energy record" in err[0], err

@@ -237,3 +237,20 @@ def test_the_parameter_cap_is_the_first_size_over_it():
                      n_embd=c).num_parameters() == fixed + fits * per_layer
     with pytest.raises(ValueError, match="more than MAX_PARAMETERS=2,000,000,000"):
         GPTConfig(vocab_size=vocab, block_size=block, n_layer=fits + 1, n_head=8, n_embd=c)
+
+
+def test_resume_run_in_python_refuses_a_crafted_run_config(tmp_path, nothing_is_built):
+    from layerwise.errors import BadFileError
+    from layerwise.train.run import resume_run
+
+    run = crafted_run(tmp_path, "gpt-tiny", set_hp(n_layer=HUGE))
+    with pytest.raises(BadFileError, match=rf"config.json.*n_layer.*{HUGE}"):
+        resume_run(str(run), progress=False)
+
+
+def test_a_config_with_an_integer_too_long_to_convert_is_one_line(capsys, tmp_path):
+    run = crafted_run(tmp_path, "gpt-tiny", set_hp())
+    (run / "config.json").write_text('{"seed": ' + "9" * 5000 + "}")
+    code, _, err = run_cli(capsys, ["train", "--resume", str(run), "--no-progress"])
+    assert code == 1
+    one_line(err, str(run / "config.json"), "cannot be read")

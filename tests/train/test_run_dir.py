@@ -461,3 +461,32 @@ def test_explain_save_dir_that_is_a_file_is_one_line(runs, tmp_path, capsys):
     assert code == 1 and out == ""
     _one_line(err, f"--save-dir {existing} is an existing file, not a directory")
     assert existing.read_bytes() == b"an image of mine"
+
+
+def test_explain_replaces_a_linked_png_rather_than_writing_through_it(runs, tmp_path, capsys):
+    outside = tmp_path / "mine.png"
+    outside.write_bytes(b"an image of mine")
+    save_dir = tmp_path / "figures"
+    save_dir.mkdir()
+    (save_dir / "0_saliency.png").symlink_to(outside)
+    code, out, err = _cli(capsys, "explain", str(runs[0]), "--index", "0", "--steps", "4",
+                          "--save-dir", str(save_dir))
+    assert code == 0, err
+    assert outside.read_bytes() == b"an image of mine"
+    linked = save_dir / "0_saliency.png"
+    assert not linked.is_symlink() and linked.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_is_refused_while_another_process_writes_the_run(runs, capsys):
+    run = runs[0]
+    before = (run / "card.json").read_bytes() if (run / "card.json").exists() else None
+    holder = RunLock(run)
+    holder.acquire()  # as a resume in progress would
+    try:
+        code, out, err = _cli(capsys, "report", str(run))
+    finally:
+        holder.release()
+    assert code == 1
+    _one_line(err, f"run {run} is in use by process {os.getpid()} (run.lock)")
+    after = (run / "card.json").read_bytes() if (run / "card.json").exists() else None
+    assert after == before

@@ -19,7 +19,7 @@ import os
 import platform
 import time
 
-from layerwise.audit.cost.carbon import DEFAULT_PUE, emissions_record
+from layerwise.audit.cost.carbon import DEFAULT_PUE, emissions_record, grid_intensity
 from layerwise.audit.cost.energy import EnergyMeter
 from layerwise.audit.cost.flops import count_flops
 from layerwise.audit.cost.peak import matmul_peak, mfu, peak_memory_bytes
@@ -42,6 +42,9 @@ class CostCallback(Callback):
     def __init__(self, run_dir=None, country=None, intensity=None, pue=DEFAULT_PUE,
                  sources=None, measure_peak=True, project_name="layerwise"):
         self.run_dir = run_dir
+        grid_intensity(country, intensity)  # an unknown country fails now, not after training
+        if not pue >= 1:
+            raise ValueError(f"PUE is facility energy / IT energy, so >= 1; got {pue!r}")
         self.country, self.intensity, self.pue = country, intensity, pue
         self.meter = EnergyMeter(sources=sources)
         self.measure_peak = measure_peak
