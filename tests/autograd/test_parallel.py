@@ -17,6 +17,9 @@ from layerwise.autograd import engine
 from layerwise.backend import threads
 from layerwise.models import GPT, GPTConfig
 
+# The halves are about two cores: every test here runs with two BLAS threads.
+pytestmark = pytest.mark.usefixtures("two_blas_threads")
+
 
 def _gpt():
     lw.manual_seed(0)
@@ -88,8 +91,6 @@ def test_halves_add_into_existing_gradients_in_a_fixed_order():
 
 
 def test_the_two_halves_run_in_two_threads_when_the_blas_has_two():
-    if not threads.available():
-        pytest.skip("NumPy's BLAS has one thread here: the halves run one after the other")
     model = _gpt()
     seen = set()
 
@@ -257,7 +258,6 @@ def test_in_halves_input_gradient_and_retained_graph(x_grad):
         np.testing.assert_allclose(a2, 2 * a, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.skipif(not threads.available(), reason="one BLAS thread: in_halves does not split")
 def test_in_halves_keeps_one_copy_of_its_output_and_leaves_outside_tensors_alone():
     """The halves' results are views of the node's output (not a second copy held until
     backward); a half that returns its input (a leaf, no op inside fn) is not touched."""

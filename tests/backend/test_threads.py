@@ -8,8 +8,7 @@ import pytest
 
 from layerwise.backend import threads
 
-two_cores = pytest.mark.skipif(not threads.available(),
-                               reason="NumPy's BLAS is not a multi-threaded pthreads OpenBLAS")
+two_cores = pytest.mark.usefixtures("two_blas_threads")
 
 
 def _thread_names():

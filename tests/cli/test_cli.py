@@ -217,18 +217,11 @@ def _clock_free(metrics):
     return {k: v for k, v in metrics.items() if k not in clocked}
 
 
-@pytest.mark.slow
-def test_default_train_reaches_the_accuracy_target_within_the_time_budget(tmp_path):
-    """`layerwise train` with no options: >= 0.95 test accuracy on the 5k digits, < 90 s."""
-    script = Path(sys.executable).parent / "layerwise"  # the installed console script
-    command = [str(script)] if script.exists() else CLI
-    start = time.monotonic()
-    proc = subprocess.run([*command, "train", "--out", str(tmp_path), "--no-progress"],
-                          capture_output=True, text=True, env=_subprocess_env(), timeout=300)
-    elapsed = time.monotonic() - start
+def test_the_installed_console_script_runs():
+    # The README's `layerwise train` itself (accuracy included) runs in tests/test_readme.py.
+    script = Path(sys.executable).parent / "layerwise"
+    assert script.exists(), f"no console script beside {sys.executable}"
+    proc = subprocess.run([str(script), "train", "--list"], capture_output=True, text=True,
+                          env=_subprocess_env(), timeout=60)
     assert proc.returncode == 0, proc.stderr
-    run = Path(proc.stdout.splitlines()[0].removeprefix("run: "))
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_accuracy"] >= 0.95, metrics
-    assert elapsed < 90, f"took {elapsed:.1f} s"
-    assert f"test accuracy: {metrics['test_accuracy']:.4f}" in proc.stdout
+    assert proc.stdout.splitlines()[0].startswith("mlp ") and "(default)" in proc.stdout

@@ -305,6 +305,7 @@ def _packed_step(qkv, probe, heads, retain=False, **kwargs):
 
 @pytest.mark.parametrize("kwargs", [dict(is_causal=True), dict(), dict(attn_mask=np.tril(
     np.ones((20, 20), bool)))])
+@pytest.mark.usefixtures("two_blas_threads")
 def test_attention_in_two_halves_is_bit_identical_to_one_thread(monkeypatch, kwargs):
     from layerwise.ops import attention
 

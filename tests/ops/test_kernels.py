@@ -161,6 +161,7 @@ def test_lstm_reading_table_rows_matches_numpy_and_the_gathered_sequence(monkeyp
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("table", [False, True])
+@pytest.mark.usefixtures("two_blas_threads")
 def test_lstm_in_two_halves_of_the_batch_matches_one_loop(monkeypatch, dtype, batch_first,
                                                           table):
     """The compiled loops over two halves of an odd batch (2 and 3 rows) against one loop over

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise import serialization
+from layerwise import safetensors_reader, serialization
 from layerwise.autograd import Tensor
 from layerwise.errors import BadFileError
 
@@ -469,7 +469,7 @@ def test_fp4_file_unpacks_low_nibble_first(tmp_path):
     assert got.shape == (2, 4) and got.dtype == np.float32
     _assert_same_floats(got.data, [[0.5, 1.0, 6.0, -6.0], [-0.0, -0.5, 0.0, 0.0]])
     every = np.arange(16)
-    _assert_same_floats(serialization._minifloat_table(*serialization._MINIFLOATS["F4"]),
+    _assert_same_floats(safetensors_reader._minifloat_table(*safetensors_reader._MINIFLOATS["F4"]),
                         [_ref_e2m1(int(c)) for c in every])
     assert [_ref_e2m1(c) for c in range(8)] == [0, 0.5, 1, 1.5, 2, 3, 4, 6]
 
@@ -502,8 +502,8 @@ def test_fp8_decoders_agree_with_ml_dtypes():
     ml_dtypes = pytest.importorskip("ml_dtypes")
     codes = np.arange(256, dtype=np.uint8)
     for code, (library_name, _) in _FP8.items():
-        table = (serialization._e8m0_table() if code == "F8_E8M0" else
-                 serialization._minifloat_table(*serialization._MINIFLOATS[code]))
+        table = (safetensors_reader._e8m0_table() if code == "F8_E8M0" else
+                 safetensors_reader._minifloat_table(*safetensors_reader._MINIFLOATS[code]))
         expected = codes.view(getattr(ml_dtypes, library_name)).astype(np.float64)
         assert np.array_equal(table.astype(np.float64), expected, equal_nan=True), code
 
@@ -635,5 +635,5 @@ def test_every_dtype_the_installed_safetensors_knows_is_handled():
         deserialize(struct.pack("<Q", len(header)) + header + b"\0")
     known = re.findall(r"`([A-Z0-9_]+)`", str(err.value).split("expected one of", 1)[-1])
     assert "F32" in known and "BF16" in known, str(err.value)  # the message was understood
-    assert set(known) <= set(serialization._DTYPE_BITS), set(known) - set(
-        serialization._DTYPE_BITS)
+    assert set(known) <= set(safetensors_reader._DTYPE_BITS), set(known) - set(
+        safetensors_reader._DTYPE_BITS)

@@ -1,0 +1,26 @@
+"""Each test process's BLAS runs on one thread.
+
+`pytest -n 2` runs two workers on the two cores; with two OpenBLAS threads each (and
+layerwise's two-core paths on top) the four compete for two cores: the suite took 135 s here
+against 80 s with one thread each. Tests of the two-core paths ask for two threads with the
+``two_blas_threads`` fixture.
+"""
+
+import pytest
+from threadpoolctl import threadpool_limits
+
+from layerwise.backend import threads
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_blas_thread_per_test_process():
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+@pytest.fixture
+def two_blas_threads():
+    with threadpool_limits(2, user_api="blas"):
+        if not threads.available():
+            pytest.skip("NumPy's BLAS is not a multi-threaded pthreads OpenBLAS here")
+        yield
