@@ -59,16 +59,6 @@ def _plain(module, cls):
             and "forward" not in module.__dict__)
 
 
-_MODULE_CALL = Module.__call__
-
-
-def _calls_unwatched():
-    """False while something has replaced Module.__call__ to watch every module's call (the
-    FLOP counter, audit/cost): two modules run as one node (a Linear and its ReLU, a ReLU and
-    its max pool) would be seen as one call, or none."""
-    return Module.__call__ is _MODULE_CALL
-
-
 def _index(container, idx, n):
     if not isinstance(idx, int):
         raise TypeError(f"{container} indices must be ints or slices, got {type(idx).__name__}")
@@ -115,12 +105,12 @@ class Sequential(Module):
         i = 0
         while i < len(modules):
             module, after = modules[i], modules[i + 1] if i + 1 < len(modules) else None
-            if _plain(module, Linear) and _plain(after, ReLU) and _calls_unwatched():
+            if _plain(module, Linear) and _plain(after, ReLU):
                 x = module.forward_then_relu(x)  # one node: see _plain
                 i += 2
             elif _plain(module, ReLU) and _plain(after, MaxPool2d) and not after.return_indices:
                 # the pool first, and as one node with the ReLU: see _plain
-                x = after.forward_then_relu(x) if _calls_unwatched() else module(after(x))
+                x = after.forward_then_relu(x)
                 i += 2
             else:
                 x = module(x)
