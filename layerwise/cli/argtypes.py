@@ -31,31 +31,22 @@ def _number(text):
 
 
 def int_at_least(low):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            message = f"expected an integer >= {low}, got {text!r}"
-            raise argparse.ArgumentTypeError(message) from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
+    return int_in_range(low, None)
 
 
 def int_in_range(low, high):
-    """An integer in [low, high]: the lower bound says what makes sense, the upper what could
-    not be meant."""
+    """An integer in [low, high] (``high`` None: no upper bound): the lower bound says what
+    makes sense, the upper what could not be meant."""
+    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high:,}"
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            message = f"expected an integer from {low} to {high:,}, got {shown(text)}"
-            raise argparse.ArgumentTypeError(message) from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {shown(text)}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        if value > high:
+        if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"must be <= {high:,}, got {value}")
         return value
 
