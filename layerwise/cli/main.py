@@ -167,6 +167,7 @@ def _train(args):
     from layerwise.train.recipes import (
         DEFAULT_RECIPE, RECIPES, HyperparameterError, get_recipe,
     )
+    from layerwise.audit.cost import run_cost_callback  # what each run costs, on record
     from layerwise.train.run import make_config, resume_run, start_run
 
     if args.list:
@@ -186,7 +187,8 @@ def _train(args):
         run_dir = args.resume
         if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(args.out, run_dir)):
             run_dir = os.path.join(args.out, run_dir)
-        metrics = resume_run(run_dir, progress=progress, checkpoint_every=args.checkpoint_every)
+        metrics = resume_run(run_dir, progress=progress, checkpoint_every=args.checkpoint_every,
+                             callbacks=[run_cost_callback])
         recipe = get_recipe(read_json(os.path.join(run_dir, "config.json"), "config")["recipe"])
     else:
         name = DEFAULT_RECIPE if args.model is None else args.model
@@ -208,7 +210,7 @@ def _train(args):
 
         check = None if args.allow_contamination else refuse_contamination
         run_dir, metrics = start_run(config, out_dir=args.out, name=args.name, progress=progress,
-                                     check_data=check)
+                                     check_data=check, callbacks=[run_cost_callback])
     print(f"run: {run_dir}")
     for line in recipe.task.summary(metrics):
         print(line)

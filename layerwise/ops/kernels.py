@@ -123,6 +123,8 @@ def preload(dtype="float32"):
         kernel("softmax_rows_causal")(m.copy(), 2, 0)
         kernel("gelu_tanh_f32")(v, v.copy())
         kernel("gelu_tanh_backward_f32")(v.copy(), v, v)
+        kernel("gelu_erf_f32")(v, v.copy())
+        kernel("gelu_erf_backward_f32")(v.copy(), v, v)
         target = xp.zeros(2, xp.int64)
         kernel("cross_entropy_rows")(m, target, -100, m.copy(), v[:2].copy())
         kernel("cross_entropy_backward_rows")(m, target, -100, v[:2], m.copy())

@@ -169,6 +169,67 @@ def softmax_backward_rows(dp, p):
             dp[r, j] = p[r, j] * (dp[r, j] - dot)
 
 
+def softmax_rows_into(x, out):
+    """out = the softmax of each row of x (M, N), as reduce.Softmax computes it: a row whose
+    maximum is not finite (all -inf, an inf, or a NaN first) is NaN throughout, as
+    exp(x - max) makes it there; a NaN elsewhere makes its row NaN through the sum."""
+    m, n = x.shape
+    for r in range(m):
+        mx = _row_max(x, r, n)
+        if not (-xp.inf < mx < xp.inf):
+            for j in range(n):
+                out[r, j] = xp.nan
+            continue
+        total = f32(0)
+        for j in range(n):
+            e = exp_f32(x[r, j] - mx)
+            out[r, j] = e
+            total += e
+        inv = f32(1) / total
+        for j in range(n):
+            out[r, j] *= inv
+
+
+def log_softmax_rows_into(x, out):
+    """out = (x - max) - log(sum exp(x - max)) over each row of x (M, N), as
+    reduce.LogSoftmax computes it; a row whose maximum is not finite is NaN throughout."""
+    m, n = x.shape
+    for r in range(m):
+        mx = _row_max(x, r, n)
+        if not (-xp.inf < mx < xp.inf):
+            for j in range(n):
+                out[r, j] = xp.nan
+            continue
+        total = f32(0)
+        for j in range(n):
+            total += exp_f32(x[r, j] - mx)
+        log_total = f32(math.log(total))
+        for j in range(n):
+            out[r, j] = (x[r, j] - mx) - log_total
+
+
+def softmax_backward_rows_into(g, y, dx):
+    """dx = y * (g - rowsum(g * y)) over rows (M, N), y the softmax; dx apart from g and y."""
+    m, n = g.shape
+    for r in range(m):
+        dot = f32(0)
+        for j in range(n):
+            dot += g[r, j] * y[r, j]
+        for j in range(n):
+            dx[r, j] = y[r, j] * (g[r, j] - dot)
+
+
+def log_softmax_backward_rows_into(g, out, dx):
+    """dx = g - exp(out) * rowsum(g) over rows (M, N), out the log-softmax; dx apart."""
+    m, n = g.shape
+    for r in range(m):
+        total = f32(0)
+        for j in range(n):
+            total += g[r, j]
+        for j in range(n):
+            dx[r, j] = g[r, j] - exp_f32(out[r, j]) * total
+
+
 def cross_entropy_rows(logits, target, ignore_index, probs, losses):
     """Rows of logits (N, C) against class indices: probs = softmax of each row, losses[r] =
     log(sum exp(x - max)) - (x[target] - max), 0 where target == ignore_index."""
@@ -225,6 +286,46 @@ def gelu_tanh_backward_f32(dx, g, x):
         dx[i] = g[i] * (f32(0.5) * (f32(1) + t) + f32(0.5) * xi * (f32(1) - t * t) * dinner)
 
 
+# Numerical Recipes' erfc (Press et al., 2nd ed., section 6.2, a Chebyshev fit): for z >= 0,
+# erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), within 1.2e-7 of erfc(z) relatively.
+_ERFC_POLY = tuple(f32(c) for c in (0.17087277, -0.82215223, 1.48851587, -1.13520398,
+                                    0.27886807, -0.18628806, 0.09678418, 0.37409196,
+                                    1.00002368, -1.26551223))
+_INV_SQRT2 = f32(1 / math.sqrt(2))
+_INV_SQRT_2PI = f32(1 / math.sqrt(2 * math.pi))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def normal_cdf_f32(x):
+    """Phi(x) = erfc(-x / sqrt 2) / 2 for a float32 x, from the erfc above: h = erfc(|x| /
+    sqrt 2) / 2 is Phi(x) for x <= 0 and 1 - Phi(x) for x > 0. Written in erfc rather than as
+    (1 + erf) / 2, the lower tail keeps its relative accuracy (about 1e-6 down to x = -5,
+    where 1 + erf in float32 is off by 5%), and no step is a libm call, so loops vectorise.
+    NaN stays NaN; -inf gives 0, inf gives 1."""
+    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _ERFC_POLY
+    t = f32(1) / (f32(1) + f32(0.5) * _INV_SQRT2 * abs(x))
+    p = ((((((((c0 * t + c1) * t + c2) * t + c3) * t + c4) * t + c5) * t + c6) * t + c7) * t
+         + c8) * t + c9
+    h = f32(0.5) * t * exp_f32(f32(-0.5) * x * x + p)  # z^2 = x^2 / 2: one rounding, of x * x
+    return h if x <= f32(0) else f32(1) - h
+
+
+def gelu_erf_f32(x, out):
+    """out = x Phi(x), the exact GELU; flat arrays."""
+    for i in range(x.size):
+        xi = x[i]
+        out[i] = xi * normal_cdf_f32(xi)
+
+
+def gelu_erf_backward_f32(dx, g, x):
+    """dx = g (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi), Phi recomputed from x
+    as in the forward; flat arrays, dx not sharing memory with g or x."""
+    for i in range(dx.size):
+        xi = x[i]
+        pdf = _INV_SQRT_2PI * exp_f32(f32(-0.5) * xi * xi)
+        dx[i] = g[i] * (normal_cdf_f32(xi) + xi * pdf)
+
+
 def lstm_cell_forward_f32(hw, first, rows, index, t, batch_first, c_prev, acts, c, tanh_c,
                           out):
     """One LSTM time step forward, elementwise part (rnn.py's LSTMFunction has the formulas),
@@ -263,10 +364,16 @@ KERNELS = {
     "softmax_rows": {"reassoc", "contract"},
     "softmax_rows_causal": {"reassoc", "contract"},
     "softmax_backward_rows": {"reassoc", "contract"},
+    "softmax_rows_into": {"reassoc", "contract"},
+    "log_softmax_rows_into": {"reassoc", "contract"},
+    "softmax_backward_rows_into": {"reassoc", "contract"},
+    "log_softmax_backward_rows_into": {"reassoc", "contract"},
     "cross_entropy_rows": {"reassoc", "contract"},
     "cross_entropy_backward_rows": False,
     "gelu_tanh_f32": False,
     "gelu_tanh_backward_f32": False,
+    "gelu_erf_f32": {"contract"},
+    "gelu_erf_backward_f32": {"contract"},
     # 'contract' (fused multiply-adds) alone: 49 -> 29 us a step of the LSTM workload
     "lstm_cell_forward_f32": {"contract"},
 }

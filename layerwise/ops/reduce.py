@@ -11,6 +11,7 @@ from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops._convert import normalize_dim
+from layerwise.ops.kernels import kernel
 from layerwise.ops import elementwise as ew
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
@@ -61,25 +62,62 @@ class Prod(Function):
         return _expand_back(g, (self.axis,), self.keepdim) * others
 
 
+def _row_kernel(name, x, axis):
+    """The float32 kernel ``name`` of kernels_vecmath.py, one pass over each row, when the op
+    runs over the last dim of a non-empty float32 array; else None (another dtype or dim, or
+    numba missing), and the NumPy form below runs. Attention scores (16, 4, 128, 128):
+    softmax 1.9 -> 0.7 ms forward, 0.8 -> 0.15 ms backward; log_softmax 1.9 -> 0.7 ms and
+    1.2 -> 0.4 ms (alone, NumPy's separate passes against the kernels)."""
+    if x.dtype == xp.float32 and axis == x.ndim - 1 and x.size:
+        return kernel(name)
+    return None
+
+
+def _rows(a, dtype=None):
+    """``a`` as C-contiguous rows (M, N) over its last dim: a view where it already is."""
+    return xp.ascontiguousarray(a, dtype=dtype).reshape(-1, a.shape[-1])
+
+
 class Softmax(Function):
     def forward(self, x, axis):
+        self.axis = axis
+        fused = _row_kernel("softmax_rows_into", x, axis)
+        if fused is not None:
+            self.out = xp.empty(x.shape, x.dtype)
+            fused(_rows(x), _rows(self.out))
+            return self.out
         e = xp.exp(x - x.max(axis=axis, keepdims=True))
-        self.out, self.axis = e / e.sum(axis=axis, keepdims=True), axis
+        self.out = e / e.sum(axis=axis, keepdims=True)
         return self.out
 
     def backward(self, g):
         y = self.out
+        fused = _row_kernel("softmax_backward_rows_into", y, self.axis)
+        if fused is not None:
+            dx = xp.empty(y.shape, y.dtype)
+            fused(_rows(g, y.dtype), _rows(y), _rows(dx))
+            return dx
         return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
 
 
 class LogSoftmax(Function):
     def forward(self, x, axis):
+        self.axis = axis
+        fused = _row_kernel("log_softmax_rows_into", x, axis)
+        if fused is not None:
+            self.out = xp.empty(x.shape, x.dtype)
+            fused(_rows(x), _rows(self.out))
+            return self.out
         shifted = x - x.max(axis=axis, keepdims=True)
         self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-        self.axis = axis
         return self.out
 
     def backward(self, g):
+        fused = _row_kernel("log_softmax_backward_rows_into", self.out, self.axis)
+        if fused is not None:
+            dx = xp.empty(self.out.shape, self.out.dtype)
+            fused(_rows(g, dx.dtype), _rows(self.out), _rows(dx))
+            return dx
         return g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
 
 

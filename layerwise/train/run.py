@@ -59,11 +59,15 @@ def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, **ove
             "checkpoint_every": checkpoint_every, "layerwise_version": layerwise.__version__}
 
 
-def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, check_data=None):
+def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, check_data=None,
+              callbacks=()):
     """Train a new run into a fresh directory; returns (run_dir, metrics).
 
     ``check_data(data)`` runs before anything is written and may raise RunError (the CLI
     passes the contamination check of layerwise.audit, which train must not import).
+    ``callbacks``: factories ``make(run_dir, config) -> Callback`` of what else the run records
+    (the CLI passes layerwise.audit's cost callback); a callback's ``metrics`` dict, if it has
+    one, goes into metrics.json. A resume must be given the same ones.
     """
     task = get_recipe(config["recipe"]).task
     # Load the data and build the model first, so that a bad --data-dir or hyperparameter
@@ -77,11 +81,14 @@ def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, ch
     with RunLock(run_dir):
         write_json(os.path.join(run_dir, "config.json"), config)
         task.save(data, run_dir)
-        return run_dir, _train(config, run_dir, data, setup, None, progress, verbose)
+        return run_dir, _train(config, run_dir, data, setup, None, progress, verbose,
+                               callbacks)
 
 
-def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None):
+def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None, callbacks=()):
     """Continue an interrupted run from its last checkpoint; returns its metrics.
+
+    ``callbacks``: the factories the run was started with (see ``start_run``).
 
     A run whose training ended but whose finishing step failed (no metrics.json) is not
     trained again: only the finishing step runs, from the saved weights.
@@ -109,7 +116,7 @@ def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None):
             config = dict(config, checkpoint_every=checkpoint_every)
         data = get_recipe(config["recipe"]).task.load(config, run_dir)
         setup = _setup(config, data)
-        return _train(config, run_dir, data, setup, state, progress, verbose,
+        return _train(config, run_dir, data, setup, state, progress, verbose, callbacks,
                       trained=_trained(run_dir, state))
 
 
@@ -150,31 +157,23 @@ def _setup(config, data):
     return train_loader, val_loader, parts
 
 
-def _train(config, run_dir, data, setup, state, progress, verbose, trained=None):
+def _train(config, run_dir, data, setup, state, progress, verbose, callbacks=(), trained=None):
     """Train from ``state`` (None: from scratch), then finish the run. ``trained``: the final
     weights and training metrics of a run whose training already ended."""
     recipe = get_recipe(config["recipe"])
     hp = config["hyperparameters"]
     train_loader, val_loader, parts = setup
 
-    callbacks = [HistoryLogger(os.path.join(run_dir, "history.jsonl")),
-                 BestCheckpoint(os.path.join(run_dir, "best.safetensors"),
-                                monitor=recipe.task.monitor)]
+    standard = [HistoryLogger(os.path.join(run_dir, "history.jsonl")),
+                BestCheckpoint(os.path.join(run_dir, "best.safetensors"),
+                               monitor=recipe.task.monitor)]
     if hp.get("patience"):
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=hp["patience"]))
-    # What the run costs (FLOPs, energy, CO2e); imported here so train loads audit's cost
-    # module only when a run is trained.
-    from layerwise.audit.cost import CostCallback
-
-    cost_options = config.get("cost") or {}
-    cost = CostCallback(run_dir, country=cost_options.get("country"),
-                        intensity=cost_options.get("grid_intensity"),
-                        pue=cost_options.get("pue", 1.0))
-    callbacks.append(cost)
+        standard.append(EarlyStopping(monitor="val_loss", patience=hp["patience"]))
+    recorders = [make(run_dir, config) for make in callbacks]
     clock = ResumeCheckpoint(run_dir, every=config.get("checkpoint_every"))
-    callbacks.append(clock)  # last: it saves what the others decided
+    ordered = standard + recorders + [clock]  # the checkpoint last: it saves what others decided
     trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, train_loader, val_loader,
-                      epochs=hp["epochs"], scheduler=parts.scheduler, callbacks=callbacks,
+                      epochs=hp["epochs"], scheduler=parts.scheduler, callbacks=ordered,
                       clip_grad_norm=parts.clip_grad_norm, batch_transform=parts.batch_transform,
                       progress=progress, verbose=verbose, forward=parts.forward)
     if state is not None:
@@ -192,7 +191,8 @@ def _train(config, run_dir, data, setup, state, progress, verbose, trained=None)
         training = {"train_seconds": round(clock.seconds(), 3),
                     "params": parts.model.num_parameters(),
                     "epochs": trainer.epoch, "steps": trainer.global_step}
-        training.update(cost.metrics)
+        for recorder in recorders:
+            training.update(getattr(recorder, "metrics", None) or {})
         write_json(os.path.join(run_dir, TRAINED), training)  # training ended: not redone
     else:
         weights, training = trained

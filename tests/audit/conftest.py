@@ -9,6 +9,7 @@ import os
 import pytest
 
 import layerwise as lw
+from layerwise.audit.cost import run_cost_callback
 from layerwise.data import digits_splits
 from layerwise.train.recipes import get_recipe
 from layerwise.train.run import make_config, start_run
@@ -20,7 +21,7 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     run_dir, _ = start_run(make_config("tiny", seed=0), out_dir=str(out), name="tiny0",
-                                 progress=False, verbose=False)
+                                 progress=False, verbose=False, callbacks=[run_cost_callback])
     return run_dir
 
 

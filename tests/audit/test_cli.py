@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from layerwise.audit.cost import run_cost_callback
 from layerwise.cli import audit, audit_data, explain, report
 
 
@@ -81,7 +82,7 @@ def cnn_run(tmp_path_factory):
 
     config = make_config("cnn", seed=0, epochs=1, train_subset=64)  # a conv model, in seconds
     run_dir, _ = start_run(config, out_dir=str(tmp_path_factory.mktemp("cnn")), name="c",
-                           progress=False, verbose=False)
+                           progress=False, verbose=False, callbacks=[run_cost_callback])
     return run_dir
 
 
@@ -163,7 +164,7 @@ def gpt_run(tmp_path_factory):
 
     config = make_config("gpt-tiny", seed=0, epochs=1, corpus_chars=3000)
     run_dir, _ = start_run(config, out_dir=str(tmp_path_factory.mktemp("gpt")), name="g",
-                           progress=False, verbose=False)
+                           progress=False, verbose=False, callbacks=[run_cost_callback])
     return run_dir
 
 

@@ -1,7 +1,7 @@
 import argparse
 import json
 
-from layerwise.audit.cost import profile_model
+from layerwise.audit.cost import profile_model, run_cost_callback
 from layerwise.cli.cost import add_parser
 from layerwise.train.recipes import get_recipe
 from layerwise.train.run import make_config
@@ -48,7 +48,8 @@ def test_cost_of_a_run_recomputes_co2_for_another_grid(tmp_path, capsys):
     from layerwise.train.run import start_run
 
     run_dir, metrics = start_run(make_config("tiny", seed=0, epochs=1, train_subset=64),
-                                 out_dir=tmp_path, progress=False, verbose=False)
+                                 out_dir=tmp_path, progress=False, verbose=False,
+                                 callbacks=[run_cost_callback])
     # what the lead's run.py patch does, with a fixed 100 W so the figures are known
     cb = CostCallback(sources=[ConstantPower(100.0)], intensity=400, pue=1.5, measure_peak=False)
     trainer = _FakeTrainer()

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from layerwise import nn
+from layerwise.audit.cost import run_cost_callback
 from layerwise.autograd import Tensor
 from layerwise.data import DataLoader, TensorDataset
 from layerwise.data.text import BPETokenizer, load_tokenizer, python_docs_corpus
 from layerwise.models.gpt import GPT
 from layerwise.models.lstm_lm import LSTMLanguageModel
 from layerwise.serialization import load
-from layerwise.train import Trainer, RunError
+from layerwise.train import RunError, Trainer
 from layerwise.train.lm_recipes import load_trained, token_cross_entropy
 from layerwise.train.mlm_recipe import SPECIALS, masked_token_loss, special_ids
 from layerwise.train.recipes import RECIPES, get_recipe
@@ -28,7 +29,7 @@ CHARS = 20_000
 def _train(out, recipe, name, **overrides):
     config = make_config(recipe, seed=0, **overrides)
     run_dir, metrics = start_run(config, out_dir=str(out), name=name, progress=False,
-                                 verbose=False)
+                                 verbose=False, callbacks=[run_cost_callback])
     return Path(run_dir), metrics
 
 
@@ -246,7 +247,7 @@ def test_lm_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path, monkeypa
     killed = tmp_path / "killed"
     assert 5 <= json.loads((killed / "last.json").read_text())["step"] < 13
     assert not (killed / "metrics.json").exists()
-    m_killed = resume_run(str(killed), progress=False, verbose=False)
+    m_killed = resume_run(str(killed), progress=False, verbose=False, callbacks=[run_cost_callback])
 
     assert (killed / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
     assert (killed / "history.jsonl").read_text() == (straight / "history.jsonl").read_text()
@@ -283,4 +284,4 @@ def test_resume_refuses_a_different_corpus(lstm_run, tmp_path):
     for name in ("last.json", "last.safetensors", "tokenizer.json"):
         (fake / name).write_bytes((run / name).read_bytes())
     with pytest.raises(RunError, match="not the one the run used \\(Python 2.7.18"):
-        resume_run(str(fake), progress=False, verbose=False)
+        resume_run(str(fake), progress=False, verbose=False, callbacks=[run_cost_callback])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import layerwise as lw
+from layerwise.audit.cost import run_cost_callback
 from layerwise.cli.main import main
 from layerwise.train import RunError
 from layerwise.train.callbacks import HistoryLogger
@@ -37,12 +38,12 @@ def _config():
 
 def _start(out, name):
     run_dir, metrics = start_run(_config(), out_dir=str(out), name=name, progress=False,
-                                 verbose=False)
+                                 verbose=False, callbacks=[run_cost_callback])
     return Path(run_dir), metrics
 
 
 def _resume(run):
-    return resume_run(str(run), progress=False, verbose=False)
+    return resume_run(str(run), progress=False, verbose=False, callbacks=[run_cost_callback])
 
 
 @pytest.fixture(scope="module")
@@ -383,11 +384,12 @@ def test_a_language_model_whose_sample_failed_is_finished_on_resume(tmp_path, mo
 
     config = make_config("gpt-tiny", epochs=1, batch_size=8, corpus_chars=8000)
     straight, reference = start_run(config, out_dir=str(tmp_path), name="straight",
-                                    progress=False, verbose=False)
+                                    progress=False, verbose=False, callbacks=[run_cost_callback])
     with monkeypatch.context() as patch:
         patch.setattr(lm_recipes, "generate_text", _failing_finish)
         with pytest.raises(OSError):
-            start_run(config, out_dir=str(tmp_path), name="run", progress=False, verbose=False)
+            start_run(config, out_dir=str(tmp_path), name="run", progress=False, verbose=False,
+                      callbacks=[run_cost_callback])
     run = tmp_path / "run"
     assert not (run / "sample.txt").exists()
     monkeypatch.setattr(Trainer, "fit", _no_training)

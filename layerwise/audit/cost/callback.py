@@ -196,3 +196,10 @@ def write_emissions_csv(path, cost, project_name, run_id):
     writer.writerow(row)
     write_bytes_atomic(path, (old + lines.getvalue()).encode("utf-8"))  # csv's own \r\n
 
+
+def run_cost_callback(run_dir, config):
+    """The CostCallback of a run from its config's "cost" entry: what ``start_run`` and
+    ``resume_run`` take as ``callbacks=[run_cost_callback]`` (train does not import audit)."""
+    options = config.get("cost") or {}
+    return CostCallback(run_dir, country=options.get("country"),
+                        intensity=options.get("grid_intensity"), pue=options.get("pue", 1.0))
