@@ -152,7 +152,7 @@ def token_labels(tokenizer, ids, specials=()):
 
     Ids from the tokenizer's vocabulary decode to their text. Ids past it are the run's
     special tokens, numbered after the vocabulary (BERT's [PAD], [UNK], [CLS], [SEP], [MASK]:
-    train/mlm_recipe.py), and show by name; an id that is neither shows as <id>, so a plot
+    train/recipes/masked_lm.py), and show by name; an id that is neither shows as <id>, so a plot
     never fails on a token the tokenizer cannot spell.
     """
     n = tokenizer.vocab_size if tokenizer is not None else 0

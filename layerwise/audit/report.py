@@ -284,7 +284,7 @@ def attention_example(run, index=0, max_tokens=None):
     x, _ = split_arrays(run.splits["val"])
     row, specials = x[index], ()
     if run.kind == "mlm":
-        from layerwise.train.mlm_recipe import SPECIALS, special_ids
+        from layerwise.train.recipes.masked_lm import SPECIALS, special_ids
 
         specials = SPECIALS
         pads = np.flatnonzero(row == special_ids(run.tokenizer)["[PAD]"])

@@ -129,7 +129,7 @@ def split_rows(run):
     for name, dataset in run.splits.items():
         x, y = split_arrays(dataset)
         if run.kind == "mlm":
-            from layerwise.train.mlm_recipe import special_ids
+            from layerwise.train.recipes.masked_lm import special_ids
 
             text = np.where(y >= 0, y, x) if name != "train" else x
             specials = np.array(list(special_ids(run.tokenizer).values()))

@@ -42,7 +42,7 @@ def add_generate_parser(commands):
 
 def generate(args, usage_error):
     from layerwise.models.gpt import GPT
-    from layerwise.train.lm_recipes import generate_text, load_trained
+    from layerwise.train.recipes.language import generate_text, load_trained
 
     run_dir = args.run
     if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(args.out, run_dir)):

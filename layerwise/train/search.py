@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import xp
 from layerwise.models.bert import nearest
-from layerwise.train.lm_recipes import load_trained
-from layerwise.train.mlm_recipe import pack, token_ids
+from layerwise.train.recipes.language import load_trained
+from layerwise.train.recipes.masked_lm import pack, token_ids
 
 
 class Encoder:

@@ -10,7 +10,7 @@ from layerwise.audit import text_checks
 from layerwise.audit.explain import token_labels
 from layerwise.cli.main import main
 from layerwise.data.text import CharTokenizer
-from layerwise.train.mlm_recipe import SPECIALS
+from layerwise.train.recipes.masked_lm import SPECIALS
 
 RECIPES = ("bert-tiny", "gpt-tiny", "lstm-tiny")
 

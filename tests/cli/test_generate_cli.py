@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from layerwise.autograd import Tensor
-from layerwise.train.lm_recipes import load_trained
+from layerwise.train.recipes.language import load_trained
 from tests.cli.test_cli import assert_one_error_line, run_cli
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from layerwise.cli.main import main
 from layerwise.train import RECIPES, make_config
-from layerwise.train.recipes import HyperparameterError, register
+from layerwise.train.recipes import IMAGE, HyperparameterError, register
 
 HUGE = str(10**12)
 
@@ -236,5 +236,5 @@ def test_defaults_and_edge_values_that_make_sense_pass(recipe):
 
 def test_a_recipe_without_a_check_for_each_key_cannot_be_registered():
     with pytest.raises(ValueError, match=r"no check in its schema for \['depth'\]"):
-        register("unchecked", "a recipe whose depth nobody checks", {"depth": 3})(print)
+        register("unchecked", "a recipe whose depth nobody checks", {"depth": 3}, IMAGE)(print)
     assert "unchecked" not in RECIPES

@@ -18,7 +18,7 @@ from layerwise.models.gpt import GPT, GPTConfig
 from layerwise.models.lstm_lm import LSTMLanguageModel, num_parameters
 from layerwise.nn.module import Module
 from layerwise.train import make_config
-from layerwise.train.lm_recipes import load_trained
+from layerwise.train.recipes.language import load_trained
 
 HF = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "hf")
 HUGE = 10**12

@@ -56,7 +56,7 @@ def test_embeddings_match_a_numpy_mean_pool(bert_run):
 def _hidden(encoder, ids):
     """Last hidden states (T, H) of [CLS] ids [SEP], float64."""
     from layerwise.autograd import Tensor
-    from layerwise.train.mlm_recipe import special_ids
+    from layerwise.train.recipes.masked_lm import special_ids
 
     sp = special_ids(encoder.tokenizer)
     seq = np.array([[sp["[CLS]"], *ids, sp["[SEP]"]]])

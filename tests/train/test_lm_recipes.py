@@ -18,8 +18,8 @@ from layerwise.models.gpt import GPT
 from layerwise.models.lstm_lm import LSTMLanguageModel
 from layerwise.serialization import load
 from layerwise.train import RunError, Trainer
-from layerwise.train.lm_recipes import load_trained, token_cross_entropy
-from layerwise.train.mlm_recipe import SPECIALS, masked_token_loss, special_ids
+from layerwise.train.recipes.language import load_trained, token_cross_entropy
+from layerwise.train.recipes.masked_lm import SPECIALS, masked_token_loss, special_ids
 from layerwise.train.recipes import RECIPES, get_recipe
 from layerwise.train.run import make_config, resume_run, start_run
 

@@ -380,7 +380,7 @@ def test_a_failed_finish_is_retried_from_the_saved_weights_without_training_agai
 
 
 def test_a_language_model_whose_sample_failed_is_finished_on_resume(tmp_path, monkeypatch):
-    from layerwise.train import lm_recipes
+    from layerwise.train.recipes import language as lm_recipes
 
     config = make_config("gpt-tiny", epochs=1, batch_size=8, corpus_chars=8000)
     straight, reference = start_run(config, out_dir=str(tmp_path), name="straight",

@@ -39,7 +39,7 @@ from layerwise.nn import functional as F
 from layerwise.nn.module import Module
 from layerwise.serialization import write_text_atomic
 from layerwise.train.checkpoint import RunError, load_run_weights, read_json
-from layerwise.train.recipes import (
+from layerwise.train.recipes.base import (
     PROBABILITY, RECIPES, TRAINING_SCHEMA, Parts, Recipe, Task, TaskData, check_run_config,
     recipe_of, register,
 )

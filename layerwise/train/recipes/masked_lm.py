@@ -26,12 +26,12 @@ from layerwise.data.text import CharTokenizer
 from layerwise.models.bert import BertConfig, BertForMaskedLM, mask_tokens
 from layerwise.nn import functional as F
 from layerwise.limits import MAX_CONTEXT, MAX_LAYERS, MAX_WIDTH, Int, Real
-from layerwise.train.lm_recipes import (
+from layerwise.train.recipes.language import (
     CORPUS_SCHEMA, TOKENIZER_FILE, checked_corpus, corpus_record, decay_groups, run_tokenizer,
     split_text, unigram_entropy, vocab_estimate,
 )
 from layerwise.train.checkpoint import RunError
-from layerwise.train.recipes import Parts, Task, TaskData, register
+from layerwise.train.recipes.base import Parts, Task, TaskData, register
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
