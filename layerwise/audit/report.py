@@ -8,37 +8,19 @@ same seed, so the audit sees exactly the data the run trained, validated and tes
 """
 
 import csv
-import json
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from layerwise.audit import calibration, data_checks, explain, groups, plots, shift
 from layerwise.audit.card import write_card
 from layerwise.autograd import Tensor, no_grad
-from layerwise.backend import get_rng_state, set_rng_state
-from layerwise.train.checkpoint import RunError, load_run_weights, read_json
-from layerwise.train.recipes import check_run_config
+from layerwise.errors import RunError
+from layerwise.train.finished import FinishedRun as LoadedRun  # noqa: F401  (the audit's name)
+from layerwise.train.finished import load_finished_run
 from layerwise.train.rundir import RunLock
 
 N_EXPLAIN = 10
-
-
-@dataclass
-class LoadedRun:
-    run_dir: str
-    config: dict
-    recipe: object
-    model: object
-    splits: dict
-    metrics: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
-    tokenizer: object = None
-
-    @property
-    def kind(self):
-        return self.recipe.task.kind
 
 
 def split_arrays(dataset):
@@ -79,53 +61,8 @@ def refuse_contamination(data, near_threshold=data_checks.NEAR_THRESHOLD):
 
 
 def load_run(run_dir):
-    """Rebuild a finished run: its recipe's model with model.safetensors, and its data splits."""
-    if not os.path.isdir(run_dir):
-        raise RunError(f"no run directory {run_dir!r}")
-    config_path = os.path.join(run_dir, "config.json")
-    # held to a new run's schemas before a crafted size or a wrong type reaches the model
-    config = read_json(config_path, "the run's config")
-    recipe = check_run_config(config, config_path)
-    weights = os.path.join(run_dir, "model.safetensors")
-    if not os.path.isfile(weights):
-        raise RunError(f"{run_dir} has no model.safetensors: the run has not finished; "
-                       f"continue it with `layerwise train --resume {run_dir}`")
-    state = get_rng_state()  # building a model draws initial weights; leave the caller's stream
-    try:
-        data = recipe.task.load(config, run_dir)
-        hp = config["hyperparameters"]
-        steps = max(1, len(data.splits["train"]) // hp.get("batch_size", 1))
-        model = recipe.build(hp, steps, data).model
-    finally:
-        set_rng_state(state)
-    load_run_weights(model, weights)
-    metrics, history = {}, []
-    if os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        metrics = read_json(os.path.join(run_dir, "metrics.json"), "the run's metrics")
-    hist_path = os.path.join(run_dir, "history.jsonl")
-    if os.path.isfile(hist_path):
-        history = _read_history(hist_path)
-    return LoadedRun(run_dir, config, recipe, model, data.splits, metrics, history,
-                     data.tokenizer)
-
-
-def _read_history(path):
-    """The epochs of history.jsonl, one JSON object a line; anything else is a RunError."""
-    history = []
-    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 fails in json.loads
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line.strip())
-            except ValueError as err:  # JSONDecodeError or UnicodeDecodeError
-                raise RunError(f"{path}, line {number}, is not valid JSON: {err}") from None
-            if not isinstance(record, dict):
-                shown = line.strip()[:40].decode("utf-8", "replace")
-                raise RunError(f"{path}, line {number}: expected a JSON object (one epoch), "
-                               f"got {shown!r}")
-            history.append(record)
-    return history
+    """The finished run, rebuilt (see layerwise.train.finished)."""
+    return load_finished_run(run_dir)
 
 
 def predict_logits(model, x, batch_size=1000):

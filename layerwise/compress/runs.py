@@ -4,29 +4,19 @@
 into it and loads the run's data splits, as ``layerwise train`` made them.
 """
 
-import os
 import time
 
 from layerwise.autograd import no_grad
 from layerwise.backend import xp
 from layerwise.data import DataLoader
-from layerwise.train.checkpoint import RunError, load_run_weights, read_json
-from layerwise.train.recipes import check_run_config
+from layerwise.train.finished import load_finished_run
+from layerwise.train.recipes import TaskData
 
 
 def load_run(run_dir):
     """(model in eval mode, config dict, TaskData) of a finished run."""
-    if not os.path.isdir(run_dir):
-        raise RunError(f"no run directory {run_dir!r}")
-    config_path = os.path.join(run_dir, "config.json")
-    config = read_json(config_path, "the run's config")
-    recipe = check_run_config(config, config_path)  # before a crafted size reaches the model
-    weights = os.path.join(run_dir, "model.safetensors")
-    if not os.path.isfile(weights):
-        raise RunError(f"{run_dir} has no model.safetensors: is the run finished?")
-    data = recipe.task.load(config, run_dir)
-    model = recipe.build(config["hyperparameters"], 1, data).model
-    return load_run_weights(model, weights), config, data
+    run = load_finished_run(run_dir)
+    return run.model, run.config, TaskData(run.splits, run.tokenizer)
 
 
 def predict(model, dataset, batch_size=500):
