@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import interleaved, pin_threads  # noqa: E402
+from timing import interleaved, pin_threads
 
 # PyTorch names the models would use that layerwise lacks, with what is written instead.
 MISSING_IN_LAYERWISE = {
@@ -117,7 +117,7 @@ def build_gpt(torch, nn, F, flash=False, vocab_size=96, block_size=128, n_layer=
             self.wte.weight = self.lm_head.weight  # weight tying, as nanoGPT
 
         def forward(self, idx):
-            b, t = idx.size()
+            t = idx.size(1)
             pos = torch.arange(0, t, dtype=torch.long)  # (t,)
             x = self.drop(self.wte(idx) + self.wpe(pos))  # (b, t, n_embd)
             for block in self.h:

@@ -4,11 +4,13 @@ Binary ops reduce their gradients back to each input's shape (``unbroadcast``), 
 ``(B, C) + (C,)`` gives the bias a gradient of shape ``(C,)``.
 """
 
+from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops._convert import as_tensor_like
+from layerwise.ops.kernels import kernel
 
 
 class Add(Function):
@@ -168,10 +170,60 @@ class Where(Function):
 
     def backward(self, g):
         zero = xp.zeros((), dtype=g.dtype)
+        needs = self.needs_input_grad  # a constant side (a number) gets no selected copy
         return (
-            unbroadcast(xp.where(self.condition, g, zero), self.shapes[0]),
-            unbroadcast(xp.where(self.condition, zero, g), self.shapes[1]),
+            unbroadcast(xp.where(self.condition, g, zero), self.shapes[0]) if needs[0] else None,
+            unbroadcast(xp.where(self.condition, zero, g), self.shapes[1]) if needs[1] else None,
         )
+
+
+class MaskedFill(Function):
+    """``x`` with the number ``value`` where ``mask`` holds: a copy of x written over through
+    the mask, and in backward a copy of g zeroed through it, keeping only the mask. Where
+    selects between two arrays, and its backward sums a gradient for the constant too:
+    (16, 4, 128, 128) scores under a causal mask, 2.5 -> 1.0 ms forward and backward."""
+
+    def forward(self, x, mask, value):
+        self.mask, self.shape = mask, x.shape
+        rows = _mask_rows(x, mask)
+        if rows is not None:
+            return _fill_rows(x, mask, value, rows)
+        shape = xp.broadcast_shapes(x.shape, mask.shape)
+        out = x.copy() if shape == x.shape else xp.array(xp.broadcast_to(x, shape))
+        xp.copyto(out, value, where=mask)
+        return out
+
+    def backward(self, g):
+        rows = _mask_rows(g, self.mask)
+        if rows is not None:
+            return unbroadcast(_fill_rows(g, self.mask, g.dtype.type(0), rows), self.shape)
+        dx = g.copy()
+        xp.copyto(dx, 0, where=self.mask)
+        return unbroadcast(dx, self.shape)
+
+
+def _mask_rows(x, mask):
+    """The row length N for kernels.masked_fill_rows when ``mask`` repeats unchanged over the
+    leading dims of ``x`` (its shape, less leading 1s, is x's last dims), x is float32 or
+    float64 (numba has no float16) and numba is there; else None, and NumPy's masked copy
+    runs. One pass instead of
+    a copy and a masked copy: causal (1, 1, T, T) mask over (16, 4, 128, 128) scores,
+    0.44 -> 0.13 ms forward, 1.0 -> 0.35 ms forward and backward."""
+    trailing = mask.shape[next((i for i, n in enumerate(mask.shape) if n != 1), mask.ndim):]
+    if (x.dtype not in (xp.float32, xp.float64) or not mask.size or mask.ndim > x.ndim
+            or x.shape[x.ndim - len(trailing):] != trailing
+            or kernel("masked_fill_rows") is None):
+        return None
+    return mask.size
+
+
+def _fill_rows(x, mask, value, n):
+    """masked_fill through kernels.masked_fill_rows, the array seen as rows of ``n``."""
+    out = xp.empty(x.shape, x.dtype)
+    kernel("masked_fill_rows")(xp.ascontiguousarray(x).reshape(-1, n),
+                               xp.ascontiguousarray(mask).reshape(n), value,
+                               out.reshape(-1, n))
+    return out
 
 
 class Cast(Function):
@@ -289,7 +341,18 @@ def where(condition, a, b):
 
 def masked_fill(x, mask, value):
     """``x`` with ``value`` wherever ``mask`` is True; ``mask`` broadcasts against ``x``."""
-    return where(mask, value, x)
+    if not isinstance(value, (bool, int, float)) or not backend.is_floating(x.dtype):
+        return where(mask, value, x)  # a tensor value (it may want a gradient), dtypes to promote
+    cond = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+    if cond.dtype != bool:
+        raise TypeError(f"masked_fill() needs a boolean mask, got dtype {cond.dtype}")
+    try:
+        xp.broadcast_shapes(tuple(x.shape), cond.shape)
+    except ValueError:
+        raise ValueError(f"masked_fill: input {tuple(x.shape)} and mask {cond.shape} do not "
+                         "broadcast (counted from the last dim, each size must match or be 1)"
+                         ) from None
+    return MaskedFill.apply(x, mask=cond, value=x.dtype.type(value))
 
 
 def cast(x, dtype):

@@ -112,6 +112,7 @@ def preload(dtype="float32"):
     kernel("im2col")(x4, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
     kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
+    kernel("masked_fill_rows")(m, xp.zeros(4, bool), v[0], m.copy())
     kernel("linear_one_row")(m, v, v[:2], True, v[:2].copy())
     kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), xp.zeros((1, 1, 1, 4), xp.int8),
                                          2, 2, 2, 2, 1, 1, x4.copy())
@@ -121,6 +122,10 @@ def preload(dtype="float32"):
         kernel("softmax_rows")(m.copy())
         kernel("softmax_backward_rows")(m.copy(), m)
         kernel("softmax_rows_causal")(m.copy(), 2, 0)
+        kernel("softmax_rows_into")(m, m.copy())
+        kernel("log_softmax_rows_into")(m, m.copy())
+        kernel("softmax_backward_rows_into")(m, m, m.copy())
+        kernel("log_softmax_backward_rows_into")(m, m, m.copy())
         kernel("gelu_tanh_f32")(v, v.copy())
         kernel("gelu_tanh_backward_f32")(v.copy(), v, v)
         kernel("gelu_erf_f32")(v, v.copy())
@@ -450,6 +455,15 @@ def adam_update(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step
         p[i] -= (mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)) * step_size
 
 
+def masked_fill_rows(x, mask, value, out):
+    """out[i, j] = value where mask[j], else x[i, j]: x and out (M, N), the mask (N,) the same
+    for every row, as a causal (T, T) mask is for each (batch, head) of the scores."""
+    m, n = x.shape
+    for i in range(m):
+        for j in range(n):
+            out[i, j] = value if mask[j] else x[i, j]
+
+
 def max_pool_backward_disjoint(g, arg, kh, kw, sh, sw, dh, dw, gx):
     """Max-pool backward when windows do not overlap (stride >= dilated kernel, e.g. 2x2/2):
     every position of every window is written once, g where it won, else 0, so nothing is
@@ -489,5 +503,6 @@ _KERNELS = {
     "relu_backward": (relu_backward, False),
     "linear_one_row": (linear_one_row, _SUMS),
     "max_pool_backward_disjoint": (max_pool_backward_disjoint, False),
+    "masked_fill_rows": (masked_fill_rows, False),
     "adam_update": (adam_update, False),
 }

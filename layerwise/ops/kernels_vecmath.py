@@ -16,6 +16,9 @@ that NumPy would keep), above 88.7 inf. It is float32-only: callers pass float32
 take NumPy's path for any other dtype.
 
 ``tanh_f32`` is 1 - 2 / (e^(2x) + 1) on that exp, good where tanh is added to 1 (the GELU).
+``normal_cdf_f32``, the exact GELU's Phi, is Numerical Recipes' erfc on that exp: within
+1.1 eps32 of float64 for GELU(x) / max(|GELU(x)|, 1) and 1.8 eps32 for its derivative over
+[-14, 14], and 2.1e-6 relatively down to x = -9 (measured on a dense grid).
 Tried and left out: an accurate tanh (Cephes' polynomial near 0 as well) made the GELU no
 faster than NumPy's SIMD tanh in three passes. The LSTM cell's forward (an earlier try was
 slower than its NumPy passes, 62 against 44 us a step) pays once fused multiply-adds are
@@ -372,6 +375,8 @@ KERNELS = {
     "cross_entropy_backward_rows": False,
     "gelu_tanh_f32": False,
     "gelu_tanh_backward_f32": False,
+    # 'contract' (fused multiply-adds): 4 M values, 1.16 -> 0.81 ms forward, 1.52 -> 1.05 ms
+    # backward, and 1.35 -> 1.03 eps32 from float64
     "gelu_erf_f32": {"contract"},
     "gelu_erf_backward_f32": {"contract"},
     # 'contract' (fused multiply-adds) alone: 49 -> 29 us a step of the LSTM workload
