@@ -36,9 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from timing import interleaved, pin_threads
 
 # PyTorch names the models would use that layerwise lacks, with what is written instead.
-MISSING_IN_LAYERWISE = {
-    "torch.tril": "the causal mask as arange(T).view(T, 1) >= arange(T).view(1, T)",
-}
+MISSING_IN_LAYERWISE = {}
 
 
 # --- the models, each written once ---------------------------------------------------------
@@ -50,10 +48,7 @@ def build_gpt(torch, nn, F, flash=False, vocab_size=96, block_size=128, n_layer=
     F.scaled_dot_product_attention with ``flash``), exact-GELU MLP, tied embedding."""
 
     def causal_ones(T):  # (T, T), ones on and below the diagonal
-        if hasattr(torch, "tril"):
-            return torch.tril(torch.ones(T, T))
-        i = torch.arange(T)  # MISSING_IN_LAYERWISE: torch.tril
-        return (i.view(T, 1) >= i.view(1, T)).float()
+        return torch.tril(torch.ones(T, T))
 
     class CausalSelfAttention(nn.Module):
         def __init__(self):
@@ -391,8 +386,9 @@ def print_table(results, threads, aa, quick):
         lw_i, pt_i = infer["layerwise"], infer.get("pytorch")
         print(f"| {name} | {_ms(lw_t)} | {_ms(pt_t)} | {_speed(pt_t, lw_t)} | {_ms(lw_i)} | "
               f"{_ms(pt_i)} | {_speed(pt_i, lw_i)} |")
-    print("\nPyTorch names layerwise lacks, written here with public equivalents: "
-          + "; ".join(f"{k} ({v})" for k, v in MISSING_IN_LAYERWISE.items()))
+    if MISSING_IN_LAYERWISE:
+        print("\nPyTorch names layerwise lacks, written here with public equivalents: "
+              + "; ".join(f"{k} ({v})" for k, v in MISSING_IN_LAYERWISE.items()))
 
 
 def main():

@@ -20,7 +20,7 @@ from layerwise.ops import (
     matmul, max, maximum, mean, min, minimum, mul, neg, one_hot, ones, ones_like, pad, permute,
     pow, prod, rand, rand_like, randint, randn, randn_like, randperm, relu, reshape, rsqrt,
     sigmoid, silu, softmax, softplus, split, sqrt, squeeze, stack, std, sub, sum, tanh, tensor,
-    transpose, unsqueeze, var, view, where, zeros, zeros_like,
+    transpose, tril, triu, unsqueeze, var, view, where, zeros, zeros_like,
 )
 from layerwise.serialization import load, save
 

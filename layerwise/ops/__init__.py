@@ -8,7 +8,7 @@ from layerwise.ops.creation import (
 )
 from layerwise.ops.elementwise import (
     abs, add, cast, clamp, clip, div, exp, log, masked_fill, maximum, minimum, mul, neg, pow,
-    rsqrt, sqrt, sub, where,
+    rsqrt, sqrt, sub, tril, triu, where,
 )
 from layerwise.ops.matmul import matmul
 from layerwise.ops.movement import (

@@ -355,6 +355,35 @@ def masked_fill(x, mask, value):
     return MaskedFill.apply(x, mask=cond, value=x.dtype.type(value))
 
 
+def tril(input, diagonal=0):
+    """The lower triangle of the last two dims, the rest zero (``torch.tril``): the entries whose
+    column - row <= ``diagonal``. Built from masked_fill, so its gradient is the same triangle."""
+    return _triangle(input, diagonal, "tril")
+
+
+def triu(input, diagonal=0):
+    """The upper triangle of the last two dims, the rest zero (``torch.triu``): the entries whose
+    column - row >= ``diagonal``."""
+    return _triangle(input, diagonal, "triu")
+
+
+def _triangle(x, diagonal, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}() expected a Tensor, got {type(x).__name__}; wrap it with "
+                        f"lw.tensor(...)")
+    if x.ndim < 2:
+        raise ValueError(f"{name}() needs at least 2 dims (rows, columns), got shape "
+                         f"{tuple(x.shape)}")
+    if isinstance(diagonal, bool) or not isinstance(diagonal, int):
+        raise TypeError(f"{name}() diagonal must be an int, got {diagonal!r}")
+    rows, cols = x.shape[-2:]
+    below = xp.tri(rows, cols, k=diagonal if name == "tril" else diagonal - 1, dtype=bool)
+    keep = below if name == "tril" else ~below  # (rows, cols), broadcast over leading dims
+    if x.dtype == bool:
+        return Tensor(x.data & keep)
+    return masked_fill(x, Tensor(~keep), 0)
+
+
 def cast(x, dtype):
     from layerwise.backend import to_dtype
 

@@ -48,7 +48,7 @@ _METHODS = {
     "add": ew.add, "sub": ew.sub, "mul": ew.mul, "div": ew.div, "pow": ew.pow, "matmul": mm.matmul,
     "neg": ew.neg, "exp": ew.exp, "log": ew.log, "sqrt": ew.sqrt, "rsqrt": ew.rsqrt, "abs": ew.abs,
     "clamp": ew.clamp, "clip": ew.clamp, "maximum": ew.maximum, "minimum": ew.minimum,
-    "masked_fill": ew.masked_fill,
+    "masked_fill": ew.masked_fill, "tril": ew.tril, "triu": ew.triu,
     "relu": act.relu, "sigmoid": act.sigmoid, "tanh": act.tanh,
     "sum": rd.sum, "mean": rd.mean, "max": rd.max, "min": rd.min, "amax": rd.amax, "amin": rd.amin,
     "argmax": rd.argmax, "argmin": rd.argmin, "prod": rd.prod, "var": rd.var, "std": rd.std,
