@@ -58,7 +58,7 @@ class PowScalar(Function):
 
     def forward(self, x, exponent):
         self.x, self.exponent = x, exponent
-        return x**exponent
+        return _power(x, exponent)
 
     def backward(self, g):
         p = self.exponent
@@ -66,7 +66,19 @@ class PowScalar(Function):
             return xp.zeros_like(g)
         # 0 ** (p - 1) for p < 1 is inf, as in PyTorch: no warning for it
         with xp.errstate(divide="ignore", invalid="ignore"):
-            return g * p * self.x ** (p - 1)
+            return g * p * _power(self.x, p - 1)
+
+
+# Exponents computed as products, as PyTorch does: NumPy calls powf for each float32 element
+# of x ** 3 (1M values: 1.2 ms, fastest of 30), where x * x * x takes 0.25 ms. (It squares for 2.)
+_POWERS_AS_PRODUCTS = (3, 4)
+
+
+def _power(x, p):
+    if p in _POWERS_AS_PRODUCTS and not isinstance(p, bool) and x.dtype.kind == "f":
+        square = x * x
+        return square * x if p == 3 else square * square
+    return x**p
 
 
 class Pow(Function):
