@@ -66,7 +66,7 @@ class LeakyReLU(Function):
         self.slope = x.dtype.type(negative_slope)
         if self.needs_input_grad:
             self.positive = x > 0
-        out = x * self.slope
+        out = xp.multiply(x, self.slope, out=xp.empty_like(x))  # an array even when x is 0-d
         if 0 <= negative_slope <= 1:  # max(x, a x) is x for x > 0, a x otherwise
             return xp.maximum(x, out, out=out)
         return xp.where(x > 0, x, out)
