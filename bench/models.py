@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import interleaved, pin_threads
+from timing import frameworks_on, interleaved
 
 # PyTorch names the models would use that layerwise lacks, with what is written instead.
 MISSING_IN_LAYERWISE = {}
@@ -402,17 +402,7 @@ def main():
     unknown = [m for m in args.models if m not in SUITE]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(SUITE)}")
-    if args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
-    pin_threads(args.threads)
-    frameworks = ["layerwise"]
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        frameworks.append("pytorch")
-    except ImportError:
-        print("torch is not installed: timing layerwise alone", file=sys.stderr)
+    frameworks = frameworks_on(args.threads, parser)
     results = measure(args.models or list(SUITE), frameworks, args.aa, args.quick)
     print_table(results, args.threads, args.aa, args.quick)
 

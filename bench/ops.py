@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import interleaved, pin_threads
+from timing import frameworks_on, interleaved
 
 # --- inputs: (domain, shape, needs grad) or token ids (high) -----------------------------------
 
@@ -359,17 +359,7 @@ def main():
     unknown = [o for o in args.ops if o not in names]
     if unknown:
         parser.error(f"unknown op(s) {unknown}; choose from {names}")
-    if args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
-    pin_threads(args.threads)
-    frameworks = ["layerwise"]
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        frameworks.append("pytorch")
-    except ImportError:
-        print("torch is not installed: timing layerwise alone", file=sys.stderr)
+    frameworks = frameworks_on(args.threads, parser)
     chosen = [op for op in OPS if not args.ops or op.name in args.ops]
     print_table(sweep(chosen, frameworks, args.quick), args.threads, args.quick)
 

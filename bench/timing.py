@@ -6,6 +6,7 @@ occasional step that the OS or another process slows down).
 """
 
 import os
+import sys
 import time
 
 
@@ -19,6 +20,22 @@ def pin_threads(n):
         threadpoolctl.threadpool_limits(n)
     except ImportError:
         pass
+
+
+def frameworks_on(threads, parser):
+    """["layerwise"] plus "pytorch" when torch imports, every pool pinned to ``threads``."""
+    if threads < 1:
+        parser.error(f"--threads must be at least 1, got {threads}")
+    pin_threads(threads)
+    frameworks = ["layerwise"]
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        frameworks.append("pytorch")
+    except ImportError:
+        print("torch is not installed: timing layerwise alone", file=sys.stderr)
+    return frameworks
 
 
 def fastest_tenth_mean(times):
