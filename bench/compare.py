@@ -48,10 +48,9 @@ PEAK = "matmul peak"  # the contender that measures the peak beside each workloa
 def matmul_peak_pass():
     """A zero-argument pass over NumPy's float32 GEMM on the MLP training step's products
     (MLP_FLOPS in all): timed as one more contender in each workload's interleaving, so that
-    the peak is read in the same minutes, and the same slow spells, as the steps it divides.
-    (Taken once before all workloads, as before the seventh session, a peak read in a fast
-    spell put a step timed in a slow one at 55% of it, while the same code read 67-74% in
-    the other runs.)"""
+    the peak is read in the same minutes, and the same slow spells, as the steps it divides:
+    a peak taken once, in a fast spell, can put a step timed in a slow one at 55% of it where
+    the same code reads 67-74% of a peak timed beside it."""
     import numpy as np
 
     rng = np.random.default_rng(0)

@@ -5,9 +5,8 @@ residual adds) that run on one core, between matrix products that use both. Run 
 halves of the batch at once, each half's products on one BLAS thread, everything runs on
 both cores and OpenBLAS's workers are parked once a step instead of around every passage
 layerwise splits itself (attention and the GELU, ops/attention.py). GPT workload of bench/
-(B=16, T=128), interleaved step by step in one process: 99.7 -> 87.7 ms and 101.1 -> 90.6 ms
-for a first version (two model copies, gradients summed); the CNN workload 20.86 -> 19.24 ms.
-Small steps lose: the MLP workload's 4.7 ms step ran 0.75x, and the LSTM's 0.77x (its loops
+(B=16, T=128), interleaved step by step in one process: 99.7 -> 87.7 ms; the CNN workload
+20.86 -> 19.24 ms. Small steps lose: the MLP workload's 4.7 ms step ran 0.75x, and the LSTM's 0.77x (its loops
 already run in halves, ops/rnn.py, and cannot inside a half).
 
 It gives the gradients of the whole batch only for a model that treats its samples

@@ -78,13 +78,22 @@ def _rows(a, dtype=None):
     return xp.ascontiguousarray(a, dtype=dtype).reshape(-1, a.shape[-1])
 
 
+def _by_rows(name, axis, like, *inputs):
+    """The row kernel ``name`` over ``inputs`` into a new array shaped like ``like``, or None
+    where it does not apply (see _row_kernel)."""
+    fused = _row_kernel(name, like, axis)
+    if fused is None:
+        return None
+    out = xp.empty(like.shape, like.dtype)
+    fused(*(_rows(a, like.dtype) for a in inputs), _rows(out))
+    return out
+
+
 class Softmax(Function):
     def forward(self, x, axis):
         self.axis = axis
-        fused = _row_kernel("softmax_rows_into", x, axis)
-        if fused is not None:
-            self.out = xp.empty(x.shape, x.dtype)
-            fused(_rows(x), _rows(self.out))
+        self.out = _by_rows("softmax_rows_into", axis, x, x)
+        if self.out is not None:
             return self.out
         e = xp.exp(x - x.max(axis=axis, keepdims=True))
         self.out = e / e.sum(axis=axis, keepdims=True)
@@ -92,10 +101,8 @@ class Softmax(Function):
 
     def backward(self, g):
         y = self.out
-        fused = _row_kernel("softmax_backward_rows_into", y, self.axis)
-        if fused is not None:
-            dx = xp.empty(y.shape, y.dtype)
-            fused(_rows(g, y.dtype), _rows(y), _rows(dx))
+        dx = _by_rows("softmax_backward_rows_into", self.axis, y, g, y)
+        if dx is not None:
             return dx
         return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
 
@@ -103,20 +110,16 @@ class Softmax(Function):
 class LogSoftmax(Function):
     def forward(self, x, axis):
         self.axis = axis
-        fused = _row_kernel("log_softmax_rows_into", x, axis)
-        if fused is not None:
-            self.out = xp.empty(x.shape, x.dtype)
-            fused(_rows(x), _rows(self.out))
+        self.out = _by_rows("log_softmax_rows_into", axis, x, x)
+        if self.out is not None:
             return self.out
         shifted = x - x.max(axis=axis, keepdims=True)
         self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
         return self.out
 
     def backward(self, g):
-        fused = _row_kernel("log_softmax_backward_rows_into", self.out, self.axis)
-        if fused is not None:
-            dx = xp.empty(self.out.shape, self.out.dtype)
-            fused(_rows(g, dx.dtype), _rows(self.out), _rows(dx))
+        dx = _by_rows("log_softmax_backward_rows_into", self.axis, self.out, g, self.out)
+        if dx is not None:
             return dx
         return g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
 

@@ -185,8 +185,7 @@ class LSTMFunction(_Sequence):
     # one core takes 120-130 us a step, about what the 32-row one takes on two, so the gain
     # is the elementwise passes, now on two cores, and the hand-over between the cores of
     # every step's product: LSTM workload forward 11.57 -> 10.97 ms and backward 18.17 ->
-    # 17.95 ms (fastest tenth); the training step 0.993-1.051x over eight in-process A/B runs
-    # of a first version (1.029x on average), 1.020-1.041x over four as written here.
+    # 17.95 ms (fastest tenth).
 
     def _over_rows(self, work, w_hh):
         """work(part) over the whole batch, or over its two halves on two cores at once when

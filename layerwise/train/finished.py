@@ -40,8 +40,8 @@ class FinishedRun:
 def finished_config(run_dir):
     """(config, recipe, path of the final weights) of a finished run, checked."""
     if not os.path.isdir(run_dir):
-        what = "is a file, not a run directory" if os.path.exists(run_dir) else "does not exist"
-        raise RunError(f"run directory {run_dir!r} {what}")
+        what = " (that is a file)" if os.path.exists(run_dir) else ""
+        raise RunError(f"no run directory {run_dir!r}{what}")
     config_path = os.path.join(run_dir, "config.json")
     config = read_json(config_path, "the run's config")
     recipe = check_run_config(config, config_path)

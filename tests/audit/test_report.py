@@ -81,7 +81,7 @@ def test_training_cost_is_read_when_present(tmp_path):
 
 
 def test_unfinished_or_missing_runs_are_one_line_errors(tiny_run, tmp_path):
-    with pytest.raises(RunError, match="run directory .* does not exist"):
+    with pytest.raises(RunError, match="no run directory"):
         load_run(str(tmp_path / "nope"))
     (tmp_path / "half").mkdir()  # a run's config, and no weights yet
     shutil.copy(os.path.join(tiny_run, "config.json"), tmp_path / "half" / "config.json")

@@ -40,8 +40,7 @@ from layerwise.nn.module import Module
 from layerwise.serialization import write_text_atomic
 from layerwise.train.checkpoint import RunError, load_run_weights, read_json
 from layerwise.train.recipes.base import (
-    PROBABILITY, RECIPES, TRAINING_SCHEMA, Parts, Recipe, Task, TaskData, check_run_config,
-    recipe_of, register,
+    PROBABILITY, RECIPES, TRAINING_SCHEMA, Parts, Recipe, Task, TaskData, recipe_of, register,
 )
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -287,27 +286,26 @@ def load_trained(run_dir, kinds=("lm", "mlm")):
 
     ``kinds`` are the task kinds the caller can use; another kind is a RunError naming it.
     """
-    if not os.path.isdir(run_dir):
-        raise RunError(f"no run directory {run_dir!r}")
-    path = os.path.join(run_dir, "config.json")
-    config = read_json(path, "the run's config")
-    recipe = recipe_of(config, path)
+    from layerwise.train.finished import finished_config  # finished.py imports the recipes
+
+    if os.path.isdir(run_dir):  # the kind first: the wrong kind of run is the useful message
+        path = os.path.join(run_dir, "config.json")
+        _check_kind(run_dir, recipe_of(read_json(path, "the run's config"), path), kinds)
+    config, recipe, weights = finished_config(run_dir)
+    tokenizer = run_tokenizer(config["hyperparameters"], None, None, run_dir)
+    model = recipe.task.make_model(config["hyperparameters"],
+                                   recipe.task.model_vocab_size(tokenizer))
+    load_run_weights(model, weights)
+    return TrainedRun(run_dir, config, recipe, tokenizer, model)
+
+
+def _check_kind(run_dir, recipe, kinds):
     if recipe.task.kind not in kinds:
         wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
         usable = ", ".join(name for name, r in RECIPES.items() if r.task.kind in kinds)
         raise RunError(f"run {run_dir} holds {_KIND_NAMES.get(recipe.task.kind, 'a model')} "
                        f"(recipe {recipe.name!r}); this needs {wanted}, from a run of one of: "
                        f"{usable}")
-    check_run_config(config, path)  # before a crafted size reaches the allocator
-    weights = os.path.join(run_dir, "model.safetensors")
-    if not os.path.isfile(weights):
-        raise RunError(f"{run_dir} has no model.safetensors: the run has not finished; "
-                       f"continue it with `layerwise train --resume {run_dir}`")
-    tokenizer = run_tokenizer(config["hyperparameters"], None, None, run_dir)
-    model = recipe.task.make_model(config["hyperparameters"],
-                                   recipe.task.model_vocab_size(tokenizer))
-    load_run_weights(model, weights)
-    return TrainedRun(run_dir, config, recipe, tokenizer, model)
 
 
 _KIND_NAMES = {"lm": "a language model", "mlm": "a masked-LM encoder",
