@@ -88,7 +88,7 @@ def probe_memory(framework, name, threads, steps=3):
 
         torch.set_num_threads(threads)
     if framework == "layerwise":  # loading numba and its kernels is a one-time cost, not a step's
-        from layerwise.ops.kernels import preload
+        from layerwise.ops.fast.kernels import preload
 
         preload("float32")
     _, build_lw, build_torch = workloads.WORKLOADS[name]

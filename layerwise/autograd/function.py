@@ -2,11 +2,12 @@
 
 A subclass writes ``forward(self, *arrays, **params) -> array`` and
 ``backward(self, grad) -> tuple of arrays (or None) per tensor input``, storing on ``self``
-only what backward needs. ``apply`` runs forward on the arrays inside the tensors and, when a
-graph is being recorded, links the output to this node so the engine can walk back.
+only what backward needs. ``apply`` asks ``dispatch.choose`` which implementation runs (this
+class, or a fast path derived from it), runs its forward on the arrays inside the tensors and,
+when a graph is being recorded, links the output to that node so the engine can walk back.
 """
 
-from layerwise.autograd import anomaly, grad_mode, recording
+from layerwise.autograd import anomaly, dispatch, grad_mode, recording
 from layerwise.autograd.tensor import Tensor, not_a_tensor_error
 
 
@@ -29,18 +30,19 @@ class Function:
         for t in inputs:
             if not isinstance(t, Tensor):
                 raise not_a_tensor_error(t, cls.__name__)
-        ctx = cls()
         track = grad_mode.state.enabled and any(t.requires_grad for t in inputs)
+        arrays = [t.data for t in inputs]
+        ctx = dispatch.choose(cls, arrays, params, track)()  # the reference or a fast path
         if track:
             ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
-        out = Tensor(ctx.forward(*[t.data for t in inputs], **params), requires_grad=track)
+        out = Tensor(ctx.forward(*arrays, **params), requires_grad=track)
         if anomaly._enabled:
             anomaly.check_finite(out.data, cls.__name__, "forward")
         if track:
             ctx.parents = tuple(t._graph_ref() for t in inputs)  # not the tensors: their data
             out._ctx = ctx
         if recording.active is not None and not recording.active.paused:
-            recording.active.op(cls, ctx, inputs, params, out, track)  # lw.compile's capture
+            recording.active.op(type(ctx), ctx, inputs, params, out, track)  # lw.compile's capture
         return out
 
     def __repr__(self):

@@ -6,10 +6,7 @@ dict keys) through ``_attributes``, so their parameters are named as in PyTorch.
 
 from collections import OrderedDict
 
-from layerwise.nn.activation import ReLU
-from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
-from layerwise.nn.pooling import MaxPool2d
 
 
 def _check_module(container, key, module):
@@ -29,34 +26,6 @@ def _check_key(container, key):
     if not isinstance(key, str) or not key or "." in key:
         raise KeyError(f"{container} keys must be non-empty strings without '.', got {key!r}")
     return key
-
-
-def _plain(module, cls):
-    """Whether ``module`` is exactly a ``cls`` whose call nobody watches or replaces.
-
-    Why Sequential asks: a ReLU followed by a max pool runs as the pool, then the ReLU, on a
-    quarter of the values (a 2x2 pool). The two orders give the same values and the same
-    gradients: a ReLU keeps the order of values (it is non-decreasing), so each window's
-    maximum is in the same place before and after it, and the ReLU of that maximum is the
-    maximum of the ReLU; where a window holds no positive value both orders give 0 and no
-    gradient. CNN workload of bench/ (conv, ReLU, pool twice): the step 1.057x and 1.065x
-    (in-process A/B); its ReLU passes, forward and backward, 2.4 ms a step before, 0.9 ms
-    after (two runs of different speed). Only exact, unhooked modules are reordered, so that
-    a forward hook still sees what it would see, in the order it would see it. The pool and
-    the ReLU then run as one node (MaxPool2d.forward_then_relu): the ReLU in the pool's pass,
-    and no pass of its own backward (a stopped maximum sends its gradient nowhere). CNN step,
-    interleaved A/B against the two nodes: 1.042, 1.071, 1.114x (fastest tenth), paired
-    blocks 1.009x, 1.026x (medians).
-
-    And a Linear followed by a ReLU runs as one node (Linear.forward_then_relu): the ReLU in
-    place on the product, one node fewer to call and to walk back; at batch 1 with no graph
-    the product, bias and ReLU are one compiled loop. The bits are those of the two layers
-    called in turn. MLP workload of bench/ at batch 1 (three Linears, two ReLUs; in-process
-    interleaved A/B against the layers called in turn): 1.146, 1.123, 1.146x, and paired
-    blocks 1.206x, 1.189x (medians); its training step 0.96-1.07x (no change beyond noise).
-    """
-    return (type(module) is cls and not module.__dict__.get("_forward_hooks")
-            and "forward" not in module.__dict__)
 
 
 def _index(container, idx, n):
@@ -101,20 +70,8 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        modules = tuple(self._modules.values())
-        i = 0
-        while i < len(modules):
-            module, after = modules[i], modules[i + 1] if i + 1 < len(modules) else None
-            if _plain(module, Linear) and _plain(after, ReLU):
-                x = module.forward_then_relu(x)  # one node: see _plain
-                i += 2
-            elif _plain(module, ReLU) and _plain(after, MaxPool2d) and not after.return_indices:
-                # the pool first, and as one node with the ReLU: see _plain
-                x = after.forward_then_relu(x)
-                i += 2
-            else:
-                x = module(x)
-                i += 1
+        for module in self._modules.values():
+            x = module(x)
         return x
 
     def __getitem__(self, idx):

@@ -1,18 +1,15 @@
 """Stateless forms of the layers and losses: ``import layerwise.nn.functional as F``.
 
-Activations come from ``layerwise.ops``; ``linear`` is one fused node; the losses are composed
+Activations and ``linear`` come from ``layerwise.ops``; the losses are composed
 from ops, except cross-entropy, which wraps the fused ``ops.loss.CrossEntropy`` after checking
 its arguments (the common mistakes there deserve clear messages).
 """
 
 from layerwise.backend import xp
-from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.ops import elementwise as ew
-from layerwise.ops.activation import (gelu, leaky_relu, relu, relu_grad, relu_in_place, sigmoid,
-                                      silu, softplus, tanh)
-from layerwise.ops.gemv import column_sums, zeros
-from layerwise.ops.kernels import kernel
+from layerwise.ops import linear as _linear
+from layerwise.ops.activation import gelu, leaky_relu, relu, sigmoid, silu, softplus, tanh
 from layerwise.ops.loss import CrossEntropy
 from layerwise.ops.movement import pad
 from layerwise.ops.random import dropout, one_hot
@@ -28,84 +25,9 @@ from layerwise.ops.embedding import embedding
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-# --- linear -------------------------------------------------------------------------------
-
-
-class LinearFunction(Function):
-    """y = x W^T + b over any leading dims, as one node; with ``relu=True``, relu(x W^T + b).
-
-    One node instead of transpose, matmul and add; and the leading dims are flattened before
-    the matmuls, so the weight gradient of a (B, T, in) input is one (out, B*T) @ (B*T, in)
-    product rather than B per-batch products summed afterwards. The ReLU, when asked for
-    (Sequential asks for a Linear followed by a ReLU), is applied to the product in place.
-    """
-
-    def forward(self, x, weight, bias=None, relu=False):
-        rows = x.reshape(-1, x.shape[-1])  # (M, in)
-        out = _one_row(rows, weight, bias, relu) if not self.needs_input_grad else None
-        if out is None:
-            self.x, self.weight = x, weight
-            out = rows @ weight.T  # (M, in) @ (in, out) -> (M, out)
-            if bias is not None:
-                if out.dtype == bias.dtype or out.dtype == xp.result_type(out, bias):
-                    out += bias  # in place: one (M, out) array fewer on the hot path
-                else:
-                    out = out + bias
-            self.mask = relu_in_place(out, bool(self.needs_input_grad)) if relu else None
-        return out.reshape(x.shape[:-1] + (weight.shape[0],))  # (..., out)
-
-    def backward(self, g):
-        needs = self.needs_input_grad
-        g2 = g.reshape(-1, g.shape[-1])  # (M, out)
-        if self.mask is not None:
-            g2 = relu_grad(g2, self.mask)
-        gx = (g2 @ self.weight).reshape(self.x.shape) if needs[0] else None
-        gw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if needs[1] else None  # (out, in)
-        gb = column_sums(g2) if len(needs) > 2 and needs[2] else None
-        return gx, gw, gb
-
-
-def _one_row(rows, weight, bias, relu):
-    """A single row with no graph, as one compiled matrix-vector loop with the bias and ReLU
-    (kernels.linear_one_row); None where that does not apply (the BLAS product then)."""
-    if rows.shape[0] != 1 or not weight.flags.c_contiguous or not rows.flags.c_contiguous:
-        return None
-    dtype = weight.dtype
-    if dtype.char not in "fd" or rows.dtype != dtype or (bias is not None and bias.dtype != dtype):
-        return None  # float32 and float64 only
-    gemv = kernel("linear_one_row")
-    if gemv is None:
-        return None
-    out = xp.empty((1, weight.shape[0]), dtype)
-    gemv(weight, rows[0], zeros(weight.shape[0], dtype) if bias is None else bias, relu, out[0])
-    return out
-
-
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` with weight laid out (out_features, in_features)."""
-    return linear_maybe_relu(check_tensor(input, "linear"), weight, bias, relu=False)
-
-
-def linear_maybe_relu(input, weight, bias, relu):
-    """``linear``, followed by the ReLU in the same node when ``relu`` (what Sequential runs for
-    a Linear and the ReLU after it)."""
-    if weight.ndim != 2:
-        raise ValueError(
-            "linear weight must be 2-D (out_features, in_features), "
-            f"got shape {tuple(weight.shape)}"
-        )
-    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"linear expected input with last dim {weight.shape[1]} (weight shape "
-            f"{tuple(weight.shape)} is (out, in)), got input of shape {tuple(input.shape)}"
-        )
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(
-            f"linear bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
-        )
-    if bias is None:
-        return LinearFunction.apply(input, weight, relu=relu)
-    return LinearFunction.apply(input, weight, bias, relu=relu)
+    return _linear.linear(check_tensor(input, "linear"), weight, bias)
 
 
 def softmax(input, dim, dtype=None):

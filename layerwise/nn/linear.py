@@ -38,12 +38,6 @@ class Linear(Module):
     def forward(self, x):
         return F.linear(self._checked(x), self.weight, self.bias)
 
-    def forward_then_relu(self, x):
-        """relu(self(x)) as one node: Sequential runs a Linear and the ReLU after it this way
-        (the ReLU in place on the product; at batch 1 with no graph, in the same compiled
-        loop as the product and bias, kernels.linear_one_row)."""
-        return F.linear_maybe_relu(self._checked(x), self.weight, self.bias, relu=True)
-
     def _checked(self, x):
         check_tensor(x, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:

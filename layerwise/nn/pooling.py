@@ -3,7 +3,7 @@ arguments). The work is done by layerwise.ops.pool."""
 
 from layerwise.nn.module import Module
 from layerwise.ops.pool import (
-    adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2d_then_relu, output_pair, pool_arguments,
+    adaptive_avg_pool2d, avg_pool2d, max_pool2d, output_pair, pool_arguments,
 )
 
 
@@ -30,12 +30,6 @@ class MaxPool2d(Module):
             ceil_mode=self.ceil_mode,
             return_indices=self.return_indices,
         )
-
-    def forward_then_relu(self, x):
-        """relu(self(x)) as one node: Sequential runs a ReLU followed by a max pool this way
-        (the two orders give the same values and gradients, nn/container.py)."""
-        return max_pool2d_then_relu(x, self.kernel_size, self.stride, self.padding,
-                                    self.dilation, ceil_mode=self.ceil_mode)
 
     def extra_repr(self):
         return (

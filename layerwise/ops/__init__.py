@@ -22,3 +22,5 @@ from layerwise.ops.reduce import (
 )
 
 _methods.bind()
+
+from layerwise.ops import fast  # noqa: E402,F401  (registers the fast paths with dispatch)

@@ -33,7 +33,7 @@ from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops.gemv import ones
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 from layerwise.ops.matmul import matmul
 from layerwise.ops import movement as mv
 from layerwise.ops import random as rnd

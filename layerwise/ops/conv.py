@@ -26,7 +26,7 @@ from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import check_tensor
 from layerwise.ops import movement
 from layerwise.ops.gemv import ones
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 
 _as_strided = xp.lib.stride_tricks.as_strided
 

@@ -10,7 +10,7 @@ from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops._convert import as_tensor_like
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 
 
 class Add(Function):

@@ -9,7 +9,7 @@ index's rows as one slice after a sort (see ``scatter_add_rows``).
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 
 
 def scatter_add_rows(indices, rows, num_rows):

@@ -10,7 +10,7 @@ logits, class indices, no class weights or label smoothing) runs as two compiled
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 
 
 class CrossEntropy(Function):

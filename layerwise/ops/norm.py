@@ -16,7 +16,7 @@ from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import check_tensor
 from layerwise.ops.gemv import column_sums, ones, row_means, zeros
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 
 
 def _rows(x, n_dims):

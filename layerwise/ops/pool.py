@@ -19,8 +19,7 @@ from layerwise.ops import movement, reduce
 from layerwise.ops.conv import (
     as_pair, batch_first, batch_last, pad_batch_last, window_slice, windows,
 )
-from layerwise.ops.activation import relu_in_place
-from layerwise.ops.kernels import kernel as compiled
+from layerwise.ops.fast.kernels import kernel as compiled
 from layerwise.ops.matmul import matmul
 
 
@@ -92,13 +91,9 @@ class MaxPool2d(Function):
     """Window maxima; the kernel position of each window's max is kept so that backward can
     route the gradient to the one input that won (ties go to the first, as in PyTorch).
     Arrays are batch-last, (C, H, W, N), as in ops/conv.py.
-
-    ``relu=True``: relu(max pool), one node (what Sequential runs for a ReLU followed by a
-    max pool, nn/container.py). A window whose maximum the ReLU stops keeps position -1, which
-    no position matches in backward: the ReLU's gradient with no mask and no pass of its own.
     """
 
-    def forward(self, x, kernel, stride, padding, dilation, out_hw, extent, relu=False):
+    def forward(self, x, kernel, stride, padding, dilation, out_hw, extent):
         n, c, h, w = x.shape
         ph, pw = padding
         pads = (ph, extent[0] - h - ph, pw, extent[1] - w - pw)
@@ -115,14 +110,12 @@ class MaxPool2d(Function):
                 compiled("max_pool_plane_2x2")(xc[..., 0], out)
             else:
                 plane(xc[..., 0], *kernel, *stride, *dilation, out)
-            if relu:
-                relu_in_place(out, keep_mask=False)
             return out[None]  # (1, C, OH, OW)
         fused = compiled("max_pool_forward") if n >= 8 else None
         if fused is not None:
             out = xp.empty((c,) + tuple(out_hw) + (n,), dtype=x.dtype)  # (C, OH, OW, N)
             self.arg = xp.empty(out.shape, dtype=arg_dtype)
-            fused(xc, *kernel, *stride, *dilation, relu, out, self.arg)
+            fused(xc, *kernel, *stride, *dilation, False, out, self.arg)
             return batch_first(out)  # (N, C, OH, OW)
         # One strided slice per kernel position, each (C, OH, OW, N) and read in place: a
         # running maximum over them, then the winning position by comparisons, last position
@@ -136,8 +129,6 @@ class MaxPool2d(Function):
         for window in slices[1:]:
             xp.maximum(out, window, out=out)  # NaN propagates: it is its window's max
         if not self.needs_input_grad:  # no graph (inference): the winners are not needed
-            if relu:
-                relu_in_place(out, keep_mask=False)
             return batch_first(out)
         # arg = how many positions come before the first one holding the max: count, position
         # by position, the windows still unmatched. Byte-wide passes; a masked copyto per
@@ -153,9 +144,6 @@ class MaxPool2d(Function):
         if xp.isnan(out).any():  # NaN is the max of its window (as in PyTorch): the first NaN
             for i in range(k - 1, -1, -1):
                 xp.copyto(arg, i, where=xp.isnan(slices[i]))
-        if relu:  # a maximum the ReLU stops (not positive, or NaN) sends no gradient back
-            xp.copyto(arg, -1, where=~(out > 0))
-            relu_in_place(out, keep_mask=False)
         self.arg = arg
         return batch_first(out)  # (N, C, OH, OW)
 
@@ -242,15 +230,6 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     row, col = node.positions()  # in the padded array -> flat index in the input plane
     index = (row - padding[0]) * input.shape[3] + (col - padding[1])
     return out, Tensor(xp.ascontiguousarray(index, dtype=backend.int64))
-
-
-def max_pool2d_then_relu(input, kernel_size, stride=None, padding=0, dilation=1,
-                         ceil_mode=False):
-    """relu(max_pool2d(input, ...)) as one node (MaxPool2d with relu=True)."""
-    kernel, stride, padding, dilation, out_hw, extent = _checked_geometry(
-        input, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
-    return MaxPool2d.apply(input, kernel=kernel, stride=stride, padding=padding,
-                           dilation=dilation, out_hw=out_hw, extent=extent, relu=True)
 
 
 def _avg_divisor(shape, kernel, stride, padding, out_hw, count_include_pad):

@@ -11,7 +11,7 @@ from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops._convert import normalize_dim
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 from layerwise.ops import elementwise as ew
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])

@@ -29,7 +29,7 @@ either way. Gate orders and equations are PyTorch's (torch.nn.LSTM / GRU / RNN d
 from layerwise.backend import threads, xp
 from layerwise.autograd.function import Function
 from layerwise.ops.embedding import scatter_add_rows
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.kernels import kernel
 
 
 def _hidden_gemm(w_hh, h):

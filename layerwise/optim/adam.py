@@ -4,8 +4,8 @@ import math
 
 from layerwise.autograd import Tensor
 from layerwise.backend import xp
-from layerwise.ops.blocked import blockwise
-from layerwise.ops.kernels import kernel
+from layerwise.ops.fast.blocked import blockwise
+from layerwise.ops.fast.kernels import kernel
 from layerwise.optim.optimizer import Optimizer, _is_number
 
 

@@ -292,3 +292,19 @@ def test_back_reference_cycle_is_reported_not_looped():
 def test_module_without_forward_says_so():
     with pytest.raises(NotImplementedError, match="forward"):
         nn.Module()(lw.zeros(1))
+
+
+def test_sequential_calls_each_module_in_order_as_written():
+    """No pair of layers is merged: every module's hook sees its own output, in order."""
+    import layerwise as lw
+    from layerwise import nn
+
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU())
+    seen = []
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, args, out, name=name: seen.append((name, out)))
+    x = lw.randn(2, 4)
+    out = model(x)
+    assert [name for name, _ in seen] == ["0", "1", "2", "3"]
+    assert (seen[0][1].detach().numpy() < 0).any()  # the Linear's output before its ReLU
+    assert seen[-1][1] is out

@@ -119,7 +119,8 @@ CASES = [
     OpCase("rms_norm_plain", lambda x: rms_norm(x, 4, eps=1e-2), lambda x: np_rms_norm(x, eps=1e-2), [((3, 4),)]),
 ]
 
-test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
+(test_forward_matches_numpy, test_gradient_matches_finite_differences,
+ test_fast_path_matches_reference) = harness_tests(CASES)
 
 
 # --- beyond the harness ----------------------------------------------------------------------

@@ -196,7 +196,8 @@ CASES = [
            lambda x: np_bilinear(x, (5, 2), True), [((1, 2, 3, 4),)]),
 ]
 
-test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
+(test_forward_matches_numpy, test_gradient_matches_finite_differences,
+ test_fast_path_matches_reference) = harness_tests(CASES)
 
 
 # --- behaviour beyond the harness -----------------------------------------------------------

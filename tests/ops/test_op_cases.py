@@ -53,6 +53,11 @@ CASES = [
     OpCase("gelu", lw.gelu, lambda a: 0.5 * a * (1 + erf(a / math.sqrt(2))), UNARY),
     OpCase("gelu_tanh", lambda a: lw.gelu(a, approximate="tanh"), _np_gelu_tanh, UNARY),
     OpCase("silu", lw.silu, lambda a: a / (1 + np.exp(-a)), UNARY),
+    # linear: x (..., in), weight (out, in), bias (out,)
+    OpCase("linear", lw.nn.functional.linear, lambda x, w, b: x @ w.T + b,
+           [((4, 3), (5, 3), (5,)), ((2, 3, 4), (2, 4), (2,)), ((1, 6), (7, 6), (7,)), ((6,), (3, 6), (3,))]),
+    OpCase("linear_no_bias", lw.nn.functional.linear, lambda x, w: x @ w.T,
+           [((4, 3), (5, 3)), ((1, 6), (7, 6))]),
     # reductions
     OpCase("sum_all", lambda a: a.sum(), np.sum, UNARY),
     OpCase("sum_dim", lambda a: a.sum(dim=1), lambda a: a.sum(axis=1), [((3, 4),), ((2, 3, 5),)]),
@@ -102,4 +107,5 @@ CASES = [
            [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,))]),
 ]
 
-test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
+(test_forward_matches_numpy, test_gradient_matches_finite_differences,
+ test_fast_path_matches_reference) = harness_tests(CASES)

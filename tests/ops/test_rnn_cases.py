@@ -247,4 +247,5 @@ CASES = [
     ),
 ]
 
-test_forward_matches_numpy, test_gradient_matches_finite_differences = harness_tests(CASES)
+(test_forward_matches_numpy, test_gradient_matches_finite_differences,
+ test_fast_path_matches_reference) = harness_tests(CASES)

@@ -1,41 +1,20 @@
-"""Fused loops, compiled by numba, for the elementwise chains NumPy would run in many passes.
+"""Loops compiled by numba, each doing in one pass what NumPy does in several.
 
-Why: NumPy runs ``dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d)`` as a dozen separate
-passes over memory, each with a temporary. The same formula written as one loop and compiled
-reads each input once and writes the result once. Measured on the 2-core machine: the GELU
-backward on (2048, 512) float32 takes 10 ms in plain NumPy, 2.9 ms cache-blocked
-(blocked.py) and 0.33 ms as the loop below.
+NumPy runs ``dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d)`` as a dozen passes over
+memory, each with a temporary; the same formula as one compiled loop reads each input once and
+writes the result once (the GELU backward on (2048, 512) float32: 10 ms in NumPy, 0.33 ms).
 
-The kernels are ordinary Python functions over NumPy arrays: read them as
-the definition of what they compute. ``kernel(name)`` returns the compiled version (compiled on
-first use and cached on disk, so later processes load it), or None when numba is missing or
-``LAYERWISE_NO_NUMBA=1``; every caller keeps its NumPy form for that case. The loops are
-single-threaded on purpose: numba's thread pool and OpenBLAS's would compete for the same
-cores (the BLAS keeps its threads spinning between matrix products).
+The kernels are ordinary Python functions over NumPy arrays: read them as the definition of
+what they compute. ``kernel(name)`` returns the compiled version (compiled on first use and
+cached on disk), or None when numba is missing or ``LAYERWISE_NO_NUMBA=1``; the fast paths that
+use a kernel name it, and dispatch then runs the reference op instead. The loops are
+single-threaded: numba's thread pool and OpenBLAS's would compete for the same cores.
 
-Only what measured faster is here. Two things decide whether numba vectorises a loop (SIMD):
-its arrays must be known contiguous, so callers pass those; and no iteration may branch, so
-the kernels compile with ``error_model="numpy"`` (numba's default checks every float division
-for zero, a branch, which kept the Adam update scalar: 1.96 ms against 1.2 ms cache-blocked
-NumPy, and 0.22 ms once vectorised). ``math.exp`` and ``math.tanh`` stay calls into the C
-library, one element at a time; kernels_vecmath.py has the exp that vectorises, and the
-softmax and float32 GELU kernels built on it. Measured inside the bench/ training steps,
-NumPy form -> kernel:
-
-    GELU forward / backward (GPT)          7.9 -> 4.4 ms    8.3 -> 6.0 ms (recomputing t)
-    layer norm backward (GPT)              9.1 -> 4.2 ms
-    LSTM backward, one loop per step      23.6 -> 18.4 ms
-    embedding backward (LSTM)             2.65 -> 0.60 ms
-    conv backward with col2im (CNN)       10.8 -> 9.3 ms
-    im2col of the CNN's second conv       1.33 -> 0.46 ms (alone)
-    ReLU forward / backward (CNN)         1.56 -> 0.89 ms  1.29 -> 0.83 ms
-    max pool forward / backward (CNN)      2.9 -> 1.1 ms    2.7 -> 1.1 ms
-    Adam update (MLP, 670 K parameters)    1.2 -> 0.22 ms (alone; MLP step 4.64 -> 3.66 ms)
-    Linear (+ ReLU) at batch 1, no graph   MLP forward 1.12-1.21x (Sequential's docstring)
-
-The max-pool backward kernel is for windows that do not overlap and writes each position once;
-overlapping windows keep NumPy's form, which a kernel adding into them did not beat (3.7-7
-ms against 2.9).
+Two things decide whether numba vectorises a loop (SIMD): its arrays must be known contiguous,
+so callers pass those; and no iteration may branch, so the kernels compile with
+``error_model="numpy"``. ``math.exp`` and ``math.tanh`` stay calls into the C library, one
+element at a time; vecmath.py has the float32 exp and tanh that vectorise, and the kernels
+built on them. Each fast path's ``why`` gives its kernel's measured figure.
 """
 
 import math
@@ -63,7 +42,7 @@ def _load_numba():
 
 def kernel(name):
     """The compiled kernel called ``name``, or None if numba is unavailable. The names are
-    those of ``_KERNELS`` below and of ``kernels_vecmath.KERNELS`` (float32 only)."""
+    those of ``_KERNELS`` below and of ``vecmath.KERNELS`` (float32 only)."""
     if name not in _compiled:
         numba = _load_numba()
         if not numba:
@@ -72,9 +51,9 @@ def kernel(name):
         if name in _KERNELS:
             function, fastmath = _KERNELS[name]
         else:
-            from layerwise.ops import kernels_vecmath  # imports numba itself
+            from layerwise.ops.fast import vecmath  # imports numba itself
 
-            function, fastmath = getattr(kernels_vecmath, name), kernels_vecmath.KERNELS[name]
+            function, fastmath = getattr(vecmath, name), vecmath.KERNELS[name]
         # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead
         # of numba's default Python check; that check is a branch in every iteration, and a
         # loop with a branch is not vectorised (the Adam update: 1.96 -> 0.22 ms).
@@ -87,13 +66,10 @@ def preload(dtype="float32"):
     """Compile (or load from the disk cache) every kernel for ``dtype`` now, on tiny inputs,
     instead of on first use inside a step; returns whether numba is available. Used by
     bench/compare.py so that loading numba is not counted as a training step's memory."""
-    if kernel("gelu_tanh_backward") is None:
+    if kernel("relu_forward") is None:
         return False
     v = xp.ones(4, dtype)
     m = xp.ones((2, 4), dtype)
-    kernel("gelu_tanh_backward")(v.copy(), v, v, v)
-    kernel("gelu_tanh_inner")(v, v.copy())
-    kernel("gelu_tanh_output")(v, v, v.copy())
     kernel("layer_norm_forward")(m, v, v, v[0], m.copy(), m.copy(), xp.ones((2, 1), dtype))
     kernel("layer_norm_backward")(m, m, xp.ones((2, 1), dtype), v, m.copy(), xp.zeros(4),
                                   xp.zeros(4))
@@ -113,12 +89,12 @@ def preload(dtype="float32"):
     kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
     kernel("masked_fill_rows")(m, xp.zeros(4, bool), v[0], m.copy())
-    kernel("linear_one_row")(m, v, v[:2], True, v[:2].copy())
+    kernel("linear_one_row")(m, v, v[:2], v[:2].copy())
     kernel("max_pool_backward_disjoint")(x4[:, :1, :1].copy(), xp.zeros((1, 1, 1, 4), xp.int8),
                                          2, 2, 2, 2, 1, 1, x4.copy())
     one = v[0]
     kernel("adam_update")(v.copy(), v, v.copy(), v.copy(), *[one] * 7)
-    if v.dtype == xp.float32:  # kernels_vecmath's are float32-only
+    if v.dtype == xp.float32:  # vecmath's are float32-only
         kernel("softmax_rows")(m.copy())
         kernel("softmax_backward_rows")(m.copy(), m)
         kernel("softmax_rows_causal")(m.copy(), 2, 0)
@@ -142,30 +118,6 @@ def preload(dtype="float32"):
 
 
 # --- the kernels --------------------------------------------------------------------------
-
-
-def gelu_tanh_inner(x, z):
-    """z = sqrt(2/pi) (x + 0.044715 x^3): the argument of GELU's tanh (NumPy's tanh follows)."""
-    c = math.sqrt(2 / math.pi)
-    for i in range(x.size):
-        xi = x[i]
-        z[i] = c * (xi + 0.044715 * xi * xi * xi)
-
-
-def gelu_tanh_output(x, t, out):
-    """out = x (1 + t) / 2, t = tanh of the inner argument."""
-    for i in range(x.size):
-        out[i] = 0.5 * x[i] * (1 + t[i])
-
-
-def gelu_tanh_backward(dx, g, x, t):
-    """dx = g ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3a x^2) / 2), t = the forward's tanh.
-    dx must not be t's memory: the result would be right, but the loop 3x slower."""
-    c = math.sqrt(2 / math.pi)
-    for i in range(dx.size):
-        xi, ti = x[i], t[i]
-        dinner = c * (1 + 3 * 0.044715 * xi * xi)
-        dx[i] = g[i] * (0.5 * (1 + ti) + 0.5 * xi * (1 - ti * ti) * dinner)
 
 
 def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
@@ -410,8 +362,8 @@ def relu_backward(g, mask, dx):
         dx[i] = g[i] if mask[i] else 0
 
 
-def linear_one_row(weight, x, bias, relu, out):
-    """out = weight @ x + bias, then the ReLU if ``relu``: a Linear at batch 1, no graph.
+def linear_one_row(weight, x, bias, out):
+    """out = weight @ x + bias: a Linear at batch 1, no graph.
     weight (out, in) C-contiguous, x (in,), bias and out (out,).
 
     Four rows of the weight at a time share each load of x, and each row is summed in SIMD
@@ -437,8 +389,7 @@ def linear_one_row(weight, x, bias, relu, out):
             s += weight[o, i] * x[i]
         out[o] = s
     for o in range(n_out):
-        v = out[o] + bias[o]
-        out[o] = v if not relu or v > 0 or v != v else 0  # NaN stays NaN, as in relu_forward
+        out[o] += bias[o]
 
 
 def adam_update(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
@@ -486,9 +437,6 @@ def max_pool_backward_disjoint(g, arg, kh, kw, sh, sw, dh, dw, gx):
 # summation order, as NumPy's own pairwise sums have); NaN and inf keep their IEEE meaning.
 _SUMS = {"reassoc", "contract"}
 _KERNELS = {
-    "gelu_tanh_inner": (gelu_tanh_inner, False),
-    "gelu_tanh_output": (gelu_tanh_output, False),
-    "gelu_tanh_backward": (gelu_tanh_backward, False),
     "layer_norm_forward": (layer_norm_forward, _SUMS),
     "layer_norm_backward": (layer_norm_backward, _SUMS),
     "lstm_cell_backward": (lstm_cell_backward, False),

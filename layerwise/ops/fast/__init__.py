@@ -1,0 +1,6 @@
+"""Fast paths: compiled kernels, layouts and two-core splits that replace a reference op of
+layerwise/ops where they apply and measured faster. Each module registers its paths with
+layerwise.autograd.dispatch on import; the kernels themselves are in kernels.py and vecmath.py.
+"""
+
+from layerwise.ops.fast import activation, linear  # noqa: F401  (registers their paths)

@@ -1,0 +1,51 @@
+"""The numba kernels against the NumPy forms they replace (kernels.py), in float64 and float32.
+
+The op harness already checks these ops against NumPy float64 and finite differences with
+whichever path is active; here both paths run on the same inputs, so a kernel that drifts
+from its NumPy form is caught even where the harness's tolerances would let it through.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import layerwise as lw
+from layerwise.ops import activation, norm
+from layerwise.ops.fast import kernels
+
+pytestmark = pytest.mark.skipif(kernels.kernel("layer_norm_forward") is None,
+                                reason="numba is not installed")
+
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def _run(fn, arrays, probe):
+    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*tensors)
+    (out * lw.tensor(probe)).sum().backward()
+    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+
+
+def _both_paths(monkeypatch, module, fn, arrays, probe):
+    compiled = _run(fn, arrays, probe)
+    monkeypatch.setattr(module, "kernel", lambda name: None)
+    plain = _run(fn, arrays, probe)
+    monkeypatch.undo()
+    return compiled, plain
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_attention_with_compiled_softmax_matches_numpy(monkeypatch, is_causal):
+    from layerwise.ops import attention
+
+    rng = np.random.default_rng(5)
+    qkv = rng.standard_normal((2, 70, 3 * 16)).astype(np.float32)  # T=70 takes the causal split
+    probe = rng.standard_normal((2, 70, 16)).astype(np.float32)
+    fn = lambda a: attention.packed_self_attention(a, 2, is_causal=is_causal)  # noqa: E731
+    compiled, plain = _both_paths(monkeypatch, attention, fn, [qkv], probe)
+    for a, b in zip(compiled, plain):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
