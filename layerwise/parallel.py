@@ -3,11 +3,11 @@
 Why: a step spends part of its time in elementwise passes (layer norm, GELU, softmax, the
 residual adds) that run on one core, between matrix products that use both. Run as two
 halves of the batch at once, each half's products on one BLAS thread, everything runs on
-both cores and OpenBLAS's workers are parked once a step instead of around every passage
-layerwise splits itself (attention and the GELU, ops/attention.py). GPT workload of bench/
+both cores and OpenBLAS's workers are parked once a step instead of around every op that
+splits itself (the attention and GELU fast paths, ops/fast/). GPT workload of bench/
 (B=16, T=128), interleaved step by step in one process: 99.7 -> 87.7 ms; the CNN workload
-20.86 -> 19.24 ms. Small steps lose: the MLP workload's 4.7 ms step ran 0.75x, and the LSTM's 0.77x (its loops
-already run in halves, ops/rnn.py, and cannot inside a half).
+20.86 -> 19.24 ms. Small steps lose: the MLP workload's 4.7 ms step ran 0.75x, and the
+LSTM's 0.77x (its loops already run in halves, ops/rnn.py, and cannot inside a half).
 
 It gives the gradients of the whole batch only for a model that treats its samples
 independently, so it refuses batch norm (statistics over half the batch) and dropout (its
@@ -18,16 +18,9 @@ the same sums would.
 
     loss = lw.parallel.backward_in_halves(model, lambda x, y: F.cross_entropy(model(x), y), x, y)
     optimizer.step()
-
-``in_halves(fn, x, parameters)`` does the same for one block of a model, inside an ordinary
-``loss.backward()``: the GPT's transformer blocks use it (models/gpt.py), so the plain GPT
-step runs each block's forward and backward on both cores, parking OpenBLAS's workers twice
-a block instead of around each attention and GELU. GPT workload of bench/, interleaved with
-the blocks called directly, eight runs: 1.007-1.345x, 1.09x the median.
 """
 
-from layerwise.autograd import engine, grad_mode, recording
-from layerwise.autograd.function import Function
+from layerwise.autograd import engine, recording
 from layerwise.autograd.tensor import Tensor
 from layerwise.backend import threads, xp
 
@@ -114,72 +107,3 @@ def _check(model, batch, reduction):
             raise ValueError(f"backward_in_halves with dropout in training mode ({label}, rate "
                              f"{rate}): its draws would depend on which half ran first; set "
                              "the rate to 0")
-
-
-# --- one part of a model in halves ------------------------------------------------------------
-
-
-def in_halves(fn, x, parameters):
-    """``fn(x)`` computed as two halves of x's batch (its first dim) on two cores, recorded as
-    one node of the graph; its backward runs the two halves' backward passes on two cores too.
-
-    For a block of a model (a transformer block) whose samples do not interact and that draws
-    nothing at random: the caller checks that. ``parameters`` are the Parameters ``fn`` uses;
-    their gradients go into ``.grad`` (first half's first) when the node's backward runs.
-    Where the halves cannot run (no graph being recorded, a batch under 2, no second BLAS
-    thread, inside another split) or should not (inside a function lw.compile records,
-    checks or replays: its record is of one pass) this is just ``fn(x)``.
-    """
-    if (not grad_mode.state.enabled or x.shape[0] < 2 or recording.compiled_calls
-            or engine.sink.grads is not None or not threads.available()):
-        return fn(x)
-    parameters = [p for p in parameters if p.requires_grad]  # (a generator is read here only)
-    if not (x.requires_grad or parameters):
-        return fn(x)
-    return _InHalves.apply(x, *parameters, fn=fn)
-
-
-class _InHalves(Function):
-    """Forward: each half's own graph recorded on its own thread (grad mode is per thread).
-    Backward: each half's graph walked on its own thread, leaf gradients kept in that thread's
-    sink (engine.py), then added: the parameters' into .grad, the two halves' input gradients
-    side by side as this node's input gradient."""
-
-    def forward(self, x, *parameters, fn):
-        cut = x.shape[0] // 2
-        wants_x = self.needs_input_grad[0]  # (in_halves calls this only with a graph)
-        self.halves = (Tensor(x[:cut], requires_grad=wants_x),
-                       Tensor(x[cut:], requires_grad=wants_x))
-
-        def half(i):
-            with grad_mode.enable_grad():
-                return fn(self.halves[i])
-        self.outs = threads.run_pair(lambda: half(0), lambda: half(1))
-        whole = xp.concatenate([out.data for out in self.outs])  # (B, ...)
-        # The halves' results become views of the whole, the same values: their own arrays are
-        # freed now rather than held beside it until backward (GPT step: 1 MB a block). Only
-        # results of ops inside fn: a tensor from outside (a leaf) is left as it is.
-        for out, view in zip(self.outs, (whole[:cut], whole[cut:])):
-            if out._ctx is not None:
-                out.data = view
-        return whole
-
-    def backward(self, g):
-        cut = self.halves[0].shape[0]
-        parts = (g[:cut], g[cut:])
-
-        def half(i):
-            engine.backward(self.outs[i], parts[i], retain_graph=self.retains_graph)
-        (_, first), (_, second) = threads.run_pair(lambda: _with_sink(half, 0),
-                                                   lambda: _with_sink(half, 1))
-        # each half's input gradient, taken out of its sink before the parameters' are added
-        gx = [sink.pop(id(t), (None, None))[1] for sink, t in zip((first, second), self.halves)]
-        _add_grads(first, second)
-        halves = self.halves
-        if not self.retains_graph:
-            self.outs = self.halves = None
-        rest = (None,) * (len(self.needs_input_grad) - 1)
-        if not self.needs_input_grad[0]:
-            return (None,) + rest
-        gx = [xp.zeros_like(t.data) if part is None else part for part, t in zip(gx, halves)]
-        return (xp.concatenate(gx),) + rest

@@ -1,17 +1,11 @@
 """Two independent halves of a computation on two cores at once, with OpenBLAS's threads
 parked while they run.
 
-Why: between its own matrix products OpenBLAS keeps a worker thread per extra core spinning
-for up to ~0.1 s, waiting for the next product. Work that layerwise itself spreads over the
-cores (a helper thread taking half) then shares a core with that spinning worker and gains
-nothing: attention over two halves of the batch, each half's products single-threaded,
-took the GPT workload's layer from 6.3 to 4.6 ms alone, but made the whole training step
-slower (0.96x, in-process A/B). Shutting the workers down for the duration
-(``blas_thread_shutdown_``; the next product starts them again) costs ~0.13 ms a time and
-turned the same change into a faster step: 1.046x and 1.076x as written in
-ops/attention.py (GPT workload, in-process A/B). Splitting the CNN's compiled
-kernels (im2col, col2im, ReLU, max pool) the same way did not pay: 0.99x, as each is too
-short for the ~0.13 ms.
+Why parked: between matrix products OpenBLAS keeps a worker thread per extra core spinning
+for up to ~0.1 s, waiting for the next product. A half that layerwise runs on a helper thread
+would share a core with that spinning worker and gain nothing. Shutting the workers down for
+the duration (``blas_thread_shutdown_``; the next product starts them again) costs ~0.13 ms,
+so only work well above that is split (the fast paths that split name their thresholds).
 
 ``run_pair(first, second)`` is the one entry point. It runs serially (first, then second)
 whenever the two-core form is not available: NumPy's BLAS is not a pthreads OpenBLAS whose

@@ -11,9 +11,9 @@ files store c_attn, c_proj and c_fc as Conv1D with the weight transposed, (in, o
 for those files must transpose these four weights (and only these) before load_state_dict.
 
 Pre-norm blocks (x + attn(ln_1(x)), x + mlp(ln_2(x))), a final ln_f, GELU with the tanh
-approximation as GPT-2, and lm_head tied to the token embedding (Press & Wolf 2017). While a
-graph is recorded without dropout, each block runs as two halves of the batch on two cores
-(lw.parallel.in_halves): the same values, the gradients' sums in another order.
+approximation as GPT-2, and lm_head tied to the token embedding (Press & Wolf 2017).
+Attention is written as a PyTorch user writes it (nanoGPT's CausalSelfAttention), through
+``F.scaled_dot_product_attention``; its fast paths are those of any caller's attention.
 """
 
 import math
@@ -35,9 +35,7 @@ from layerwise.nn.embedding import Embedding, positions
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.normalization import LayerNorm
-from layerwise.ops.attention import packed_self_attention, scaled_dot_product_attention
 from layerwise.ops.movement import cat
-from layerwise.parallel import in_halves
 
 
 @dataclass
@@ -112,26 +110,25 @@ class CausalSelfAttention(Module):
         self.last_attn_weights = None
 
     def forward(self, x, kv_cache=None, layer=0):
-        B, T, C = x.shape
-        qkv = self.c_attn(x)  # (B, T, C) -> (B, T, 3C)
-        dropout_p = self.dropout if self.training else 0.0
-        if kv_cache is None and not self.store_attn_weights:
-            # training and uncached inference: split and merge the heads inside one node
-            y = packed_self_attention(qkv, self.n_head, is_causal=True, dropout_p=dropout_p)
-            return self.resid_dropout(self.c_proj(y))
-        q, k, v = qkv.split(C, dim=2)  # 3 x (B, T, C)
-        q, k, v = (t.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in (q, k, v))  # (B, T, C) -> (B, nh, T, hs)
+        B, T = x.shape[:2]
+        # the head size from the projection, not from C: a layer with pruned heads
+        # (compress/heads.py) projects to fewer channels than C
+        q, k, v = self.c_attn(x).chunk(3, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, -1).transpose(1, 2)
+        v = v.view(B, T, self.n_head, -1).transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
         # The causal mask is aligned to the end of the keys, so with a cache the T new queries
         # see all past keys and the new ones up to their own position.
-        y = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p,
-                                         need_weights=self.store_attn_weights)
+        dropout_p = self.dropout if self.training else 0.0
         if self.store_attn_weights:
-            y, weights = y
+            y, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
+                                                        is_causal=True, need_weights=True)
             self.last_attn_weights = weights.detach()
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -155,16 +152,6 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x, kv_cache=None, layer=0):
-        if kv_cache is None and not self._draws_dropout():
-            # its samples do not interact and it draws nothing: two halves on two cores
-            return in_halves(self._forward, x, self.parameters())
-        return self._forward(x, kv_cache, layer)
-
-    def _draws_dropout(self):
-        return self.training and (self.attn.dropout > 0 or any(
-            m.p > 0 for m in self.modules() if isinstance(m, Dropout)))
-
-    def _forward(self, x, kv_cache=None, layer=0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer)
         return x + self.mlp(self.ln_2(x))
 

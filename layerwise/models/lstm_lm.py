@@ -88,24 +88,10 @@ class LSTMLanguageModel(Module):
             raise ValueError(
                 f"LSTMLanguageModel expects token ids of shape (batch, seq_len), got {shape}"
             )
-        if self._fold_embedding(idx.shape[0] * idx.shape[1]):
-            # E[idx] W_ih^T + b == (E W_ih^T + b)[idx]: project the V-row table once instead of
-            # the B*T embedded tokens, saving a (B*T, E) x (E, 4H) GEMM and the two of its
-            # backward (most of a step's work when V << B*T; 96 vs 2048 for characters).
-            # The LSTM then reads each step's rows from the table (no (B, T, 4H) gather).
-            table = self.lstm.project_input(self.embedding.weight)  # (V, 4H)
-            out, state = self.lstm(table, state, projected=True, index=idx)  # (B, T, H)
-        else:
-            x = self.drop(self.embedding(idx))  # (B, T) -> (B, T, E)
-            out, state = self.lstm(x, state)  # (B, T, H), ((L, B, H), (L, B, H))
+        x = self.drop(self.embedding(idx))  # (B, T) -> (B, T, E)
+        out, state = self.lstm(x, state)  # (B, T, H), ((L, B, H), (L, B, H))
         logits = self.decoder(self.drop(out))  # (B, T, V): Linear runs one (B*T, H) GEMM
         return logits, state
-
-    def _fold_embedding(self, n_tokens):
-        """Folding is exact only without embedding dropout, and without a padding row (whose
-        gradient the folded path would not hold back); it pays when V < B*T."""
-        no_dropout = self.drop.p == 0 or not self.training
-        return no_dropout and self.embedding.padding_idx is None and self.vocab_size < n_tokens
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
         """Continue each row of ``idx`` (B, T) by ``max_new_tokens`` sampled tokens -> (B, T + n).

@@ -7,7 +7,8 @@ the functional forms (``layerwise.nn.functional``) and parameter utilities.
 """
 
 from layerwise.nn.parameter import Parameter
-from layerwise.nn.module import IncompatibleKeys, Module
+from layerwise.nn.module import (IncompatibleKeys, Module, register_module_forward_hook,
+                                  register_module_forward_pre_hook)
 from layerwise.nn.container import ModuleDict, ModuleList, Sequential
 from layerwise.nn.linear import Identity, Linear
 from layerwise.nn.dropout import Dropout, Flatten
@@ -45,6 +46,8 @@ __all__ = [
     "Parameter",
     "Module",
     "IncompatibleKeys",
+    "register_module_forward_hook",
+    "register_module_forward_pre_hook",
     "Sequential",
     "ModuleList",
     "ModuleDict",

@@ -19,7 +19,7 @@ from layerwise.nn import init
 from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
-from layerwise.ops.attention import packed_self_attention, scaled_dot_product_attention
+from layerwise.ops.attention import scaled_dot_product_attention
 
 
 def _additive(name, mask, dtype):
@@ -120,12 +120,6 @@ class MultiheadAttention(Module):
         mask = self._merge_masks(attn_mask, key_padding_mask, n, l, s, query.dtype)
         keep = need_weights or self.store_attn_weights
         dropout_p = self.dropout if self.training else 0.0
-        if same and not keep:  # self-attention without weights: heads split inside one node
-            qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (N, L, 3E)
-            out = packed_self_attention(qkv, h, attn_mask=mask, is_causal=is_causal,
-                                        dropout_p=dropout_p)
-            return self._finish(self.out_proj(out), batched), None
-
         q, k, v = self._project(query, key, value)
         q = q.reshape(n, l, h, self.head_dim).transpose(1, 2)  # (N, L, E) -> (N, h, L, hd)
         k = k.reshape(n, s, h, self.head_dim).transpose(1, 2)  # (N, S, E) -> (N, h, S, hd)

@@ -51,6 +51,30 @@ class _HookHandle:
         self.hooks.pop(self.key, None)
 
 
+def _add_hook(hooks, hook):
+    key = max(hooks, default=-1) + 1
+    hooks[key] = hook
+    return _HookHandle(hooks, key)
+
+
+# Hooks on every module's call, as torch.nn.modules.module's global hooks: for tools that
+# watch a whole model (the FLOP counter) without touching its modules.
+_global_forward_pre_hooks = {}
+_global_forward_hooks = {}
+
+
+def register_module_forward_pre_hook(hook):
+    """``hook(module, args)`` runs before every module's forward; returns a handle whose
+    ``remove()`` takes it off again."""
+    return _add_hook(_global_forward_pre_hooks, hook)
+
+
+def register_module_forward_hook(hook):
+    """``hook(module, args, output)`` runs after every module's forward, before the module's
+    own hooks; a non-None return replaces the output. Returns a handle with ``remove()``."""
+    return _add_hook(_global_forward_hooks, hook)
+
+
 class Module:
     """Base class of every layer: subclass it, assign parameters and submodules, write forward."""
 
@@ -65,10 +89,17 @@ class Module:
         )
 
     def __call__(self, *args, **kwargs):
+        if _global_forward_pre_hooks:
+            for hook in list(_global_forward_pre_hooks.values()):
+                hook(self, args)
         out = self.forward(*args, **kwargs)
-        hooks = self.__dict__.get("_forward_hooks")
-        if hooks:
-            for hook in list(hooks.values()):
+        if _global_forward_hooks or self.__dict__.get("_forward_hooks"):
+            return self._run_forward_hooks(args, out)
+        return out
+
+    def _run_forward_hooks(self, args, out):
+        for hooks in (_global_forward_hooks, self.__dict__.get("_forward_hooks")):
+            for hook in list(hooks.values()) if hooks else ():
                 result = hook(self, args, out)
                 if result is not None:
                     out = result
@@ -77,10 +108,7 @@ class Module:
     def register_forward_hook(self, hook):
         """``hook(module, args, output)`` runs after forward; a non-None return replaces output.
         Returns a handle whose ``remove()`` takes the hook off again."""
-        hooks = self.__dict__.setdefault("_forward_hooks", {})
-        key = max(hooks, default=-1) + 1
-        hooks[key] = hook
-        return _HookHandle(hooks, key)
+        return _add_hook(self.__dict__.setdefault("_forward_hooks", {}), hook)
 
     # --- attributes -----------------------------------------------------------------------
     def __setattr__(self, name, value):

@@ -22,7 +22,6 @@ from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
 from layerwise.ops import elementwise as ew
 from layerwise.ops import movement
-from layerwise.ops.embedding import check_indices, embedding, index_array
 from layerwise.ops.random import dropout as _dropout
 from layerwise.ops.rnn import GRUFunction, LSTMFunction, RNNFunction
 
@@ -119,29 +118,10 @@ class RNNBase(Module):
         (its b_hn is multiplied by r inside the loop)."""
         return None if b_ih is None else ew.add(b_ih, b_hh)
 
-    def project_input(self, x):
-        """Layer 0's input projection for every direction: x W_ih^T + bias -> (..., D * G).
-
-        What ``forward(..., projected=True)`` takes instead of the input. Projecting is linear
-        row by row, so a caller whose inputs are rows of a small table (an embedding) can
-        project the table once and pick rows of the result.
-        """
-        parts = []
-        for suffix in self._suffixes():
-            w_ih, _, b_ih, b_hh = self._weights(0, suffix)
-            parts.append(F.linear(x, w_ih, self._input_bias(b_ih, b_hh)))
-        return parts[0] if len(parts) == 1 else movement.cat(parts, dim=-1)
-
     # --- shapes -------------------------------------------------------------------------------
-    def _check_input(self, input, projected):
+    def _check_input(self, input):
         name = type(self).__name__
         check_tensor(input, name)
-        width, what = self.input_size, "input_size"
-        if projected:
-            width, what = (
-                self.num_directions * self.gate_size,
-                "num_directions * gates * hidden_size",
-            )
         layout = (
             "(batch, seq_len, .) with batch_first=True"
             if self.batch_first
@@ -152,9 +132,9 @@ class RNNBase(Module):
                 f"{name} expected a 3-D input {layout} or a 2-D unbatched input "
                 f"(seq_len, .), got shape {tuple(input.shape)}"
             )
-        if input.shape[-1] != width:
+        if input.shape[-1] != self.input_size:
             raise ValueError(
-                f"{name} expected input with last dim {what}={width}, "
+                f"{name} expected input with last dim input_size={self.input_size}, "
                 f"got input of shape {tuple(input.shape)}"
             )
         seq_len = input.shape[1] if input.ndim == 3 and self.batch_first else input.shape[0]
@@ -165,36 +145,6 @@ class RNNBase(Module):
                 f"{name} got input of dtype {input.dtype} but its weights are "
                 f"{self.weight_ih_l0.dtype}; convert one of them with .to(dtype)"
             )
-
-    def _check_table(self, table, index, projected):
-        """The checks of forward(table, index=...); returns the index as an intp array."""
-        name = type(self).__name__
-        if not projected:
-            raise ValueError(
-                f"{name} index= picks rows of a projected table: pass "
-                f"project_input(table) with projected=True"
-            )
-        width = self.num_directions * self.gate_size
-        if not isinstance(table, Tensor) or table.ndim != 2 or table.shape[-1] != width:
-            shape = tuple(table.shape) if isinstance(table, Tensor) else type(table).__name__
-            raise ValueError(
-                f"{name} with index= expected a projected table (rows, num_directions * "
-                f"gates * hidden_size={width}), got {shape}"
-            )
-        if table.dtype != self.weight_ih_l0.dtype:
-            raise TypeError(
-                f"{name} got a table of dtype {table.dtype} but its weights are "
-                f"{self.weight_ih_l0.dtype}; convert one of them with .to(dtype)"
-            )
-        index = index_array(index)
-        layout = "(batch, seq_len)" if self.batch_first else "(seq_len, batch)"
-        if index.ndim not in (1, 2) or index.size == 0:
-            raise ValueError(
-                f"{name} expected index of shape {layout}, or (seq_len,) unbatched, with at "
-                f"least one step, got shape {tuple(index.shape)}"
-            )
-        check_indices(index, table.shape[0])
-        return index.astype(xp.intp, copy=False)
 
     def _initial(self, hx, what, batch, dtype, batched):
         """hx (num_layers * num_directions, batch, hidden) checked, or zeros when None."""
@@ -214,29 +164,18 @@ class RNNBase(Module):
         return hx if batched else movement.unsqueeze(hx, 1)
 
     # --- running the layers -------------------------------------------------------------------
-    def _run(self, x, states, projected, layout, index):
-        """x in the layer's layout (batched), or a projected table whose rows ``index`` (in
-        the layout) picks; states: list of (N, B, H) tensors (h, or h and c). Returns the last
-        layer's output and the final states, each (N, B, H)."""
-        last = layout[1 if self.batch_first else 0] - 1
+    def _run(self, x, states):
+        """x in the layer's layout (batched); states: list of (N, B, H) tensors (h, or h and
+        c). Returns the last layer's output and the final states, each (N, B, H)."""
+        last = x.shape[1 if self.batch_first else 0] - 1
         finals = [[] for _ in states]
         for layer in range(self.num_layers):
             outputs = []
             for direction, suffix in enumerate(self._suffixes()):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
-                if layer == 0 and projected:
-                    g = self.gate_size
-                    xw = (
-                        x
-                        if self.num_directions == 1
-                        else x[..., direction * g : (direction + 1) * g]
-                    )
-                else:
-                    xw = F.linear(x, w_ih, self._input_bias(b_ih, b_hh))  # (.., G), all steps
+                xw = F.linear(x, w_ih, self._input_bias(b_ih, b_hh))  # (.., G), all steps
                 k = layer * self.num_directions + direction
-                rows = index if layer == 0 else None
-                out, extra = self._cell(xw, [s[k] for s in states], w_hh, b_hh, direction == 1,
-                                        rows)
+                out, extra = self._cell(xw, [s[k] for s in states], w_hh, b_hh, direction == 1)
                 t = 0 if direction == 1 else last  # where this direction's last state sits
                 finals[0].append(out[:, t] if self.batch_first else out[t])
                 for store, value in zip(finals[1:], extra):
@@ -247,22 +186,14 @@ class RNNBase(Module):
                 x = _dropout(x, self.dropout, True)
         return x, [movement.stack(f, 0) for f in finals]
 
-    def _forward(self, input, hx_list, projected, index=None):
+    def _forward(self, input, hx_list):
         """Checks, unbatched handling, then _run. hx_list: [(tensor or None, name), ...]."""
-        if index is None:
-            self._check_input(input, projected)
-            batched = input.ndim == 3
-            x = input if batched else movement.unsqueeze(input, 0 if self.batch_first else 1)
-            layout = x.shape[:2]
-        else:
-            x, index = input, self._check_table(input, index, projected)
-            batched = index.ndim == 2
-            if not batched:
-                index = index[None] if self.batch_first else index[:, None]
-            layout = index.shape
-        batch = layout[0] if self.batch_first else layout[1]
+        self._check_input(input)
+        batched = input.ndim == 3
+        x = input if batched else movement.unsqueeze(input, 0 if self.batch_first else 1)
+        batch = x.shape[0] if self.batch_first else x.shape[1]
         states = [self._initial(h, what, batch, x.dtype, batched) for h, what in hx_list]
-        out, finals = self._run(x, states, projected, layout, index)
+        out, finals = self._run(x, states)
         if not batched:
             out = movement.squeeze(out, 0 if self.batch_first else 1)
             finals = [movement.squeeze(f, 1) for f in finals]
@@ -290,11 +221,6 @@ class RNN(RNNBase):
 
     forward(input, hx=None) -> (output, h_n): output (seq_len, batch, D * hidden_size)
     ((batch, seq_len, .) with batch_first), h_n (num_layers * D, batch, hidden_size).
-    ``projected=True`` takes ``project_input(input)`` in place of the input. With ``index``,
-    integer token ids (batch, seq_len) ((seq_len, batch) without batch_first; (seq_len,)
-    unbatched), the input is ``project_input(table)`` for an embedding table, and the layer
-    runs on the rows that index picks, as ``forward(table[index])`` would, without gathering
-    them first: the LSTM reads each step's rows straight from the projected table.
     """
 
     def __init__(
@@ -324,9 +250,7 @@ class RNN(RNNBase):
             dtype,
         )
 
-    def _cell(self, xw, initial, w_hh, b_hh, reverse, index=None):
-        if index is not None:  # a table's rows: gathered (only the LSTM reads them in place)
-            xw = embedding(index, xw)
+    def _cell(self, xw, initial, w_hh, b_hh, reverse):
         out = RNNFunction.apply(
             xw,
             initial[0],
@@ -337,8 +261,8 @@ class RNN(RNNBase):
         )
         return out, ()
 
-    def forward(self, input, hx=None, projected=False, index=None):
-        out, (h_n,) = self._forward(input, [(hx, "hx")], projected, index)
+    def forward(self, input, hx=None):
+        out, (h_n,) = self._forward(input, [(hx, "hx")])
         return out, h_n
 
 
@@ -372,17 +296,15 @@ class GRU(RNNBase):
     def _input_bias(self, b_ih, b_hh):
         return b_ih
 
-    def _cell(self, xw, initial, w_hh, b_hh, reverse, index=None):
-        if index is not None:
-            xw = embedding(index, xw)
+    def _cell(self, xw, initial, w_hh, b_hh, reverse):
         extra = () if b_hh is None else (b_hh,)
         out = GRUFunction.apply(
             xw, initial[0], w_hh, *extra, batch_first=self.batch_first, reverse=reverse
         )
         return out, ()
 
-    def forward(self, input, hx=None, projected=False, index=None):
-        out, (h_n,) = self._forward(input, [(hx, "hx")], projected, index)
+    def forward(self, input, hx=None):
+        out, (h_n,) = self._forward(input, [(hx, "hx")])
         return out, h_n
 
 
@@ -416,23 +338,17 @@ class LSTM(RNNBase):
             dtype,
         )
 
-    def _cell(self, xw, initial, w_hh, b_hh, reverse, index=None):
+    def _cell(self, xw, initial, w_hh, b_hh, reverse):
         packed = LSTMFunction.apply(
-            xw,
-            initial[0],
-            initial[1],
-            w_hh,
-            index=index,
-            batch_first=self.batch_first,
-            reverse=reverse,
+            xw, initial[0], initial[1], w_hh, batch_first=self.batch_first, reverse=reverse
         )
-        layout = xw.shape[:2] if index is None else index.shape  # (T, B) or (B, T)
+        layout = xw.shape[:2]  # (T, B) or (B, T)
         t_b, h = layout[0] * layout[1], self.hidden_size
         out = packed[: t_b * h].reshape(layout + (h,))  # (T, B, H) or (B, T, H)
         c_n = packed[t_b * h :].reshape(-1, h)  # (B, H)
         return out, (c_n,)
 
-    def forward(self, input, hx=None, projected=False, index=None):
+    def forward(self, input, hx=None):
         if hx is None:
             h0 = c0 = None
         elif isinstance(hx, (tuple, list)) and len(hx) == 2:
@@ -442,5 +358,5 @@ class LSTM(RNNBase):
             raise TypeError(
                 f"LSTM hx must be a tuple (h_0, c_0) or None, got {type(hx).__name__}{length}"
             )
-        out, (h_n, c_n) = self._forward(input, [(h0, "h_0"), (c0, "c_0")], projected, index)
+        out, (h_n, c_n) = self._forward(input, [(h0, "h_0"), (c0, "c_0")])
         return out, (h_n, c_n)

@@ -10,7 +10,6 @@ from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops._convert import as_tensor_like
-from layerwise.ops.fast.kernels import kernel
 
 
 class Add(Function):
@@ -60,7 +59,7 @@ class PowScalar(Function):
 
     def forward(self, x, exponent):
         self.x, self.exponent = x, exponent
-        return _power(x, exponent)
+        return x**exponent
 
     def backward(self, g):
         p = self.exponent
@@ -68,19 +67,7 @@ class PowScalar(Function):
             return xp.zeros_like(g)
         # 0 ** (p - 1) for p < 1 is inf, as in PyTorch: no warning for it
         with xp.errstate(divide="ignore", invalid="ignore"):
-            return g * p * _power(self.x, p - 1)
-
-
-# Exponents computed as products, as PyTorch does: NumPy calls powf for each float32 element
-# of x ** 3 (1M values: 1.2 ms, fastest of 30), where x * x * x takes 0.25 ms. (It squares for 2.)
-_POWERS_AS_PRODUCTS = (3, 4)
-
-
-def _power(x, p):
-    if p in _POWERS_AS_PRODUCTS and not isinstance(p, bool) and x.dtype.kind == "f":
-        square = x * x
-        return square * x if p == 3 else square * square
-    return x**p
+            return g * p * self.x ** (p - 1)
 
 
 class Pow(Function):
@@ -212,45 +199,15 @@ class MaskedFill(Function):
 
     def forward(self, x, mask, value):
         self.mask, self.shape = mask, x.shape
-        rows = _mask_rows(x, mask)
-        if rows is not None:
-            return _fill_rows(x, mask, value, rows)
         shape = xp.broadcast_shapes(x.shape, mask.shape)
         out = x.copy() if shape == x.shape else xp.array(xp.broadcast_to(x, shape))
         xp.copyto(out, value, where=mask)
         return out
 
     def backward(self, g):
-        rows = _mask_rows(g, self.mask)
-        if rows is not None:
-            return unbroadcast(_fill_rows(g, self.mask, g.dtype.type(0), rows), self.shape)
-        dx = g.copy()
+        dx = xp.array(g)  # a copy, and an array even where g is a 0-d NumPy scalar
         xp.copyto(dx, 0, where=self.mask)
         return unbroadcast(dx, self.shape)
-
-
-def _mask_rows(x, mask):
-    """The row length N for kernels.masked_fill_rows when ``mask`` repeats unchanged over the
-    leading dims of ``x`` (its shape, less leading 1s, is x's last dims), x is float32 or
-    float64 (numba has no float16) and numba is there; else None, and NumPy's masked copy
-    runs. One pass instead of
-    a copy and a masked copy: causal (1, 1, T, T) mask over (16, 4, 128, 128) scores,
-    0.44 -> 0.13 ms forward, 1.0 -> 0.35 ms forward and backward."""
-    trailing = mask.shape[next((i for i, n in enumerate(mask.shape) if n != 1), mask.ndim):]
-    if (x.dtype not in (xp.float32, xp.float64) or not mask.size or mask.ndim > x.ndim
-            or x.shape[x.ndim - len(trailing):] != trailing
-            or kernel("masked_fill_rows") is None):
-        return None
-    return mask.size
-
-
-def _fill_rows(x, mask, value, n):
-    """masked_fill through kernels.masked_fill_rows, the array seen as rows of ``n``."""
-    out = xp.empty(x.shape, x.dtype)
-    kernel("masked_fill_rows")(xp.ascontiguousarray(x).reshape(-1, n),
-                               xp.ascontiguousarray(mask).reshape(n), value,
-                               out.reshape(-1, n))
-    return out
 
 
 class Cast(Function):

@@ -1,47 +1,13 @@
 """Embedding lookup: rows of a weight table picked by integer indices.
 
-A Function of its own rather than ``weight[idx]`` through the generic GetItem, because the
-backward is a scatter-add of many rows into few, and ``xp.add.at`` (what GetItem uses) is slow
-for that: 18 ms for 2048 rows of 1024 into a 96-row table, against 1.4 ms for summing each
-index's rows as one slice after a sort (see ``scatter_add_rows``).
+A Function of its own rather than ``weight[idx]`` through the generic GetItem: its backward is
+a scatter-add of many rows into few, which fast/embedding.py runs as one compiled loop, and the
+row ``padding_idx`` gets no gradient.
 """
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
-from layerwise.ops.fast.kernels import kernel
-
-
-def scatter_add_rows(indices, rows, num_rows):
-    """out[k] = sum of rows[j] over j with indices[j] == k; out has ``num_rows`` rows.
-
-    Sorting groups equal indices into segments. Indices that occur once are assigned in one
-    vectorised step; each repeated index sums its contiguous slice of the sorted rows. This
-    beat ``add.reduceat`` (slow inner loop over 2-D segments) and ``add.at`` in every case
-    measured: 2048 draws from 96 rows of 1024 take 1.3 ms (reduceat 13, add.at 18), 8192
-    draws from 50257 rows of 768 take 25 ms (reduceat 76, add.at 93).
-    """
-    out = xp.zeros((num_rows,) + rows.shape[1:], dtype=rows.dtype)
-    n = indices.size
-    if n == 0:
-        return out
-    fused = kernel("scatter_add_rows")
-    if fused is not None:  # a plain loop, compiled (kernels.py): no sort needed
-        flat_rows = xp.ascontiguousarray(rows).reshape(n, -1)  # (n, D)
-        fused(indices.reshape(-1), flat_rows, out.reshape(num_rows, -1))
-        return out
-    order = xp.argsort(indices, kind="stable")
-    sorted_idx, sorted_rows = indices[order], rows[order]
-    is_start = xp.empty(n, dtype=bool)
-    is_start[0] = True
-    xp.not_equal(sorted_idx[1:], sorted_idx[:-1], out=is_start[1:])
-    starts = xp.flatnonzero(is_start)
-    lengths = xp.diff(xp.append(starts, n))
-    single = lengths == 1
-    out[sorted_idx[starts[single]]] = sorted_rows[starts[single]]
-    for a, length in zip(starts[~single].tolist(), lengths[~single].tolist()):
-        xp.add.reduce(sorted_rows[a : a + length], axis=0, out=out[sorted_idx[a]])
-    return out
 
 
 class EmbeddingFunction(Function):
@@ -56,8 +22,9 @@ class EmbeddingFunction(Function):
         return xp.take(weight, indices, axis=0)  # (*, D)
 
     def backward(self, g):
-        d = g.shape[-1]
-        grad = scatter_add_rows(self.indices.reshape(-1), g.reshape(-1, d), self.num_rows)
+        grad = xp.zeros((self.num_rows, g.shape[-1]), dtype=g.dtype)  # (V, D)
+        # unbuffered: an index that occurs n times adds its n rows of g
+        xp.add.at(grad, self.indices.reshape(-1), g.reshape(-1, g.shape[-1]))
         if self.padding_idx is not None:
             grad[self.padding_idx] = 0
         return grad

@@ -1,25 +1,23 @@
 """Resampling over (N, C, H, W): max and average pooling, adaptive average pooling, and
 nearest / bilinear interpolation.
 
-Max and average pooling are Functions of their own: both read the windows through a strided
-view of the batch-last input (see ops/conv.py) and scatter the gradient back with one
-strided slice per kernel position (no loop over pixels). Adaptive average
-pooling and interpolation are linear maps that act on H and W separately, so they are
-composed from existing ops: a reshape-and-mean, or one matrix on each side
-(``out = A_h @ x @ A_w^T``) whose backward is the matmul's.
+Max and average pooling are Functions of their own: both read the windows through strided
+views of the padded input and scatter the gradient back with one strided slice per kernel
+position (no loop over pixels); layerwise/ops/fast/pool.py has the compiled max pool for
+batches from 8 and for batch-1 inference. Adaptive average pooling and interpolation are
+linear maps that act on H and W separately, so they are composed from existing ops: a
+reshape-and-mean, or one matrix on each side (``out = A_h @ x @ A_w^T``) whose backward is
+the matmul's.
 """
 
 import math
 
 from layerwise import backend
-from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor, check_tensor
+from layerwise.backend import xp
 from layerwise.ops import movement, reduce
-from layerwise.ops.conv import (
-    as_pair, batch_first, batch_last, pad_batch_last, window_slice, windows,
-)
-from layerwise.ops.fast.kernels import kernel as compiled
+from layerwise.ops.conv import as_pair, pad2d, window_slice, windows
 from layerwise.ops.matmul import matmul
 
 
@@ -87,53 +85,36 @@ def _checked_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, op):
     return found
 
 
+def position_dtype(kernel):
+    """The dtype of a kernel position (row-major, 0 .. KH*KW-1): one byte where it fits."""
+    return xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32
+
+
 class MaxPool2d(Function):
     """Window maxima; the kernel position of each window's max is kept so that backward can
-    route the gradient to the one input that won (ties go to the first, as in PyTorch).
-    Arrays are batch-last, (C, H, W, N), as in ops/conv.py.
-    """
+    route the gradient to the one input that won (ties go to the first, as in PyTorch)."""
 
     def forward(self, x, kernel, stride, padding, dilation, out_hw, extent):
-        n, c, h, w = x.shape
+        h, w = x.shape[2:]
         ph, pw = padding
-        pads = (ph, extent[0] - h - ph, pw, extent[1] - w - pw)
-        xc = pad_batch_last(x, pads, -xp.inf) if any(pads) else batch_last(x)
-        # one compiled pass (kernels.py); its inner loop runs over the batch, so below a few
-        # samples the NumPy slices are faster (batch 1: 0.07 against 0.15 ms), except at
-        # batch 1 with no graph, which has a kernel of its own
-        self.geometry = (x.shape, xc.shape, kernel, stride, padding, dilation, out_hw)
-        arg_dtype = xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32  # a kernel position
-        plane = compiled("max_pool_plane") if n == 1 and not self.needs_input_grad else None
-        if plane is not None:  # batch-1 inference: no positions to keep
-            out = xp.empty((c,) + tuple(out_hw), dtype=x.dtype)  # (C, OH, OW)
-            if kernel == stride == (2, 2) and dilation == (1, 1):
-                compiled("max_pool_plane_2x2")(xc[..., 0], out)
-            else:
-                plane(xc[..., 0], *kernel, *stride, *dilation, out)
-            return out[None]  # (1, C, OH, OW)
-        fused = compiled("max_pool_forward") if n >= 8 else None
-        if fused is not None:
-            out = xp.empty((c,) + tuple(out_hw) + (n,), dtype=x.dtype)  # (C, OH, OW, N)
-            self.arg = xp.empty(out.shape, dtype=arg_dtype)
-            fused(xc, *kernel, *stride, *dilation, False, out, self.arg)
-            return batch_first(out)  # (N, C, OH, OW)
-        # One strided slice per kernel position, each (C, OH, OW, N) and read in place: a
-        # running maximum over them, then the winning position by comparisons, last position
-        # first so that the first maximum wins (as in PyTorch). Copying all windows out first
-        # (C, K, OH, OW, N) and reducing over K took 3-4x longer at the CNN workload's size.
-        slices = [xc[:, window_slice(i, dilation[0], stride[0], out_hw[0]),
-                     window_slice(j, dilation[1], stride[1], out_hw[1])]
+        xpad = pad2d(x, (ph, extent[0] - h - ph, pw, extent[1] - w - pw), -xp.inf)
+        self.geometry = (x.shape, xpad.shape, kernel, stride, padding, dilation, out_hw)
+        # One strided slice per kernel position, each (N, C, OH, OW) and read in place: a
+        # running maximum over them, then the winning position by comparisons. Copying all
+        # windows out first (N, C, K, OH, OW) and reducing over K took 3-4x longer at the CNN
+        # workload's size.
+        slices = [xpad[:, :, window_slice(i, dilation[0], stride[0], out_hw[0]),
+                       window_slice(j, dilation[1], stride[1], out_hw[1])]
                   for i in range(kernel[0]) for j in range(kernel[1])]
-        k = len(slices)
-        out = slices[0].copy()  # (C, OH, OW, N)
+        out = slices[0].copy()  # (N, C, OH, OW)
         for window in slices[1:]:
             xp.maximum(out, window, out=out)  # NaN propagates: it is its window's max
         if not self.needs_input_grad:  # no graph (inference): the winners are not needed
-            return batch_first(out)
+            return out
         # arg = how many positions come before the first one holding the max: count, position
         # by position, the windows still unmatched. Byte-wide passes; a masked copyto per
         # position (the obvious way) is ~20x slower.
-        arg = xp.zeros(out.shape, dtype=arg_dtype)
+        arg = xp.zeros(out.shape, dtype=position_dtype(kernel))
         unmatched = xp.ones(out.shape, dtype=bool)
         hit = xp.empty(out.shape, dtype=bool)
         for window in slices[:-1]:
@@ -142,47 +123,29 @@ class MaxPool2d(Function):
             unmatched ^= hit
             arg += unmatched
         if xp.isnan(out).any():  # NaN is the max of its window (as in PyTorch): the first NaN
-            for i in range(k - 1, -1, -1):
+            for i in range(len(slices) - 1, -1, -1):
                 xp.copyto(arg, i, where=xp.isnan(slices[i]))
-        self.arg = arg
-        return batch_first(out)  # (N, C, OH, OW)
-
-    def positions(self):
-        """(row, col) of each window's max in the padded input, each (N, C, OH, OW)."""
-        _, _, kernel, stride, _, dilation, (oh, ow) = self.geometry
-        arg = batch_first(self.arg)
-        row = xp.arange(oh).reshape(-1, 1) * stride[0] + (arg // kernel[1]) * dilation[0]
-        col = xp.arange(ow) * stride[1] + (arg % kernel[1]) * dilation[1]
-        return row, col
+        self.arg = arg  # (N, C, OH, OW)
+        return out
 
     def backward(self, g):
         (_, _, h, w), padded, kernel, stride, (ph, pw), dilation, (oh, ow) = self.geometry
-        gt = batch_last(g)  # (C, OH, OW, N)
-        disjoint = all(s >= d * (kk - 1) + 1 for s, d, kk in zip(stride, dilation, kernel))
-        fused = compiled("max_pool_backward_disjoint") if disjoint and g.shape[0] >= 8 else None
-        if fused is not None:  # one pass writing each window position once (kernels.py)
-            # windows that tile the padded input exactly cover every position; else zero first
-            tiled = all(s == k and d == 1 and o * s == p for s, k, d, o, p in
-                        zip(stride, kernel, dilation, (oh, ow), padded[1:3]))
-            gpad = (xp.empty if tiled else xp.zeros)(padded, dtype=g.dtype)
-            fused(xp.ascontiguousarray(gt), self.arg, *kernel, *stride, *dilation, gpad)
-            return batch_first(gpad[:, ph:ph + h, pw:pw + w])
-        gpad = xp.zeros(padded, dtype=g.dtype)  # (C, Hp, Wp, N)
-        # Scatter kernel position by kernel position: each slice receives the gradient of the
-        # windows whose max sits there. Disjoint windows (stride >= dilated kernel, the usual
-        # 2x2/2) give disjoint slices, written in place; overlapping windows send one input
-        # gradient from several positions, which must be added. (Measured at LeNet sizes this
-        # is 3-20x faster than one bincount / fancy-index scatter over flat indices.)
+        gpad = xp.zeros(padded, dtype=g.dtype)  # (N, C, Hp, Wp)
+        # Kernel position by kernel position, each slice receives the gradient of the windows
+        # whose max sits there; where windows overlap, one input gets it from several.
         for i in range(kernel[0]):
             rows = window_slice(i, dilation[0], stride[0], oh)
             for j in range(kernel[1]):
                 cols = window_slice(j, dilation[1], stride[1], ow)
-                won = self.arg == i * kernel[1] + j
-                if disjoint:
-                    xp.multiply(gt, won, out=gpad[:, rows, cols])
-                else:
-                    gpad[:, rows, cols] += gt * won
-        return batch_first(gpad[:, ph:ph + h, pw:pw + w])
+                gpad[:, :, rows, cols] += g * (self.arg == i * kernel[1] + j)
+        return gpad[:, :, ph:ph + h, pw:pw + w]
+
+    def positions(self):
+        """(row, col) of each window's max in the padded input, each (N, C, OH, OW)."""
+        _, _, kernel, stride, _, dilation, (oh, ow) = self.geometry
+        row = xp.arange(oh).reshape(-1, 1) * stride[0] + (self.arg // kernel[1]) * dilation[0]
+        col = xp.arange(ow) * stride[1] + (self.arg % kernel[1]) * dilation[1]
+        return row, col
 
 
 class AvgPool2d(Function):
@@ -192,23 +155,21 @@ class AvgPool2d(Function):
     def forward(self, x, kernel, stride, padding, out_hw, extent, divisor):
         h, w = x.shape[2:]
         ph, pw = padding
-        pads = (ph, extent[0] - h - ph, pw, extent[1] - w - pw)
-        xc = pad_batch_last(x, pads) if any(pads) else batch_last(x)  # (C, Hp, Wp, N)
-        view = windows(xc, kernel, stride, (1, 1), out_hw)  # (C, KH, KW, OH, OW, N)
-        out = batch_first(view.sum(axis=(1, 2))) / divisor  # (N, C, OH, OW)
-        self.geometry = (x.shape, xc.shape, kernel, stride, padding, out_hw)
+        xpad = pad2d(x, (ph, extent[0] - h - ph, pw, extent[1] - w - pw))
+        view = windows(xpad, kernel, stride, (1, 1), out_hw)  # (N, C, KH, KW, OH, OW)
+        self.geometry = (x.shape, xpad.shape, kernel, stride, padding, out_hw)
         self.divisor = divisor
-        return out.astype(x.dtype, copy=False)
+        return (view.sum(axis=(2, 3)) / divisor).astype(x.dtype, copy=False)
 
     def backward(self, g):
         (_, _, h, w), padded, kernel, stride, (ph, pw), (oh, ow) = self.geometry
-        gs = batch_last((g / self.divisor).astype(g.dtype, copy=False))  # (C, OH, OW, N)
+        gs = (g / self.divisor).astype(g.dtype, copy=False)  # (N, C, OH, OW)
         gpad = xp.zeros(padded, dtype=g.dtype)
         for i in range(kernel[0]):
             rows = window_slice(i, 1, stride[0], oh)
             for j in range(kernel[1]):
-                gpad[:, rows, window_slice(j, 1, stride[1], ow)] += gs
-        return batch_first(gpad[:, ph:ph + h, pw:pw + w])
+                gpad[:, :, rows, window_slice(j, 1, stride[1], ow)] += gs
+        return gpad[:, :, ph:ph + h, pw:pw + w]
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,

@@ -2,7 +2,8 @@
 
 The softmax family lives here too: each normalises along a dim and has a fused backward,
 because composing exp/sum/div would save three arrays and lose the max-subtraction that
-keeps exp from overflowing.
+keeps exp from overflowing. Over the last dim in float32 they run as compiled row loops
+(fast/reduce.py).
 """
 
 from collections import namedtuple
@@ -11,7 +12,6 @@ from layerwise.backend import xp
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops._convert import normalize_dim
-from layerwise.ops.fast.kernels import kernel
 from layerwise.ops import elementwise as ew
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
@@ -62,65 +62,26 @@ class Prod(Function):
         return _expand_back(g, (self.axis,), self.keepdim) * others
 
 
-def _row_kernel(name, x, axis):
-    """The float32 kernel ``name`` of kernels_vecmath.py, one pass over each row, when the op
-    runs over the last dim of a non-empty float32 array; else None (another dtype or dim, or
-    numba missing), and the NumPy form below runs. Attention scores (16, 4, 128, 128):
-    softmax 1.9 -> 0.7 ms forward, 2.9 -> 0.9 ms forward and backward; log_softmax
-    2.0 -> 0.7 ms and 3.5 -> 1.1 ms (NumPy's separate passes against the kernels)."""
-    if x.dtype == xp.float32 and axis == x.ndim - 1 and x.size:
-        return kernel(name)
-    return None
-
-
-def _rows(a, dtype=None):
-    """``a`` as C-contiguous rows (M, N) over its last dim: a view where it already is."""
-    return xp.ascontiguousarray(a, dtype=dtype).reshape(-1, a.shape[-1])
-
-
-def _by_rows(name, axis, like, *inputs):
-    """The row kernel ``name`` over ``inputs`` into a new array shaped like ``like``, or None
-    where it does not apply (see _row_kernel)."""
-    fused = _row_kernel(name, like, axis)
-    if fused is None:
-        return None
-    out = xp.empty(like.shape, like.dtype)
-    fused(*(_rows(a, like.dtype) for a in inputs), _rows(out))
-    return out
-
-
 class Softmax(Function):
     def forward(self, x, axis):
         self.axis = axis
-        self.out = _by_rows("softmax_rows_into", axis, x, x)
-        if self.out is not None:
-            return self.out
-        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))  # the max subtracted: exp never overflows
         self.out = e / e.sum(axis=axis, keepdims=True)
         return self.out
 
     def backward(self, g):
         y = self.out
-        dx = _by_rows("softmax_backward_rows_into", self.axis, y, g, y)
-        if dx is not None:
-            return dx
         return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
 
 
 class LogSoftmax(Function):
     def forward(self, x, axis):
         self.axis = axis
-        self.out = _by_rows("log_softmax_rows_into", axis, x, x)
-        if self.out is not None:
-            return self.out
         shifted = x - x.max(axis=axis, keepdims=True)
         self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
         return self.out
 
     def backward(self, g):
-        dx = _by_rows("log_softmax_backward_rows_into", self.axis, self.out, g, self.out)
-        if dx is not None:
-            return dx
         return g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
 
 

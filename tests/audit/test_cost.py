@@ -56,33 +56,29 @@ def test_attention_flops_match_hand_count():
     table = report.by_op()
     scores = b * h * t * t
     # QK^T and PV, plus 6 per score (scale, softmax)
-    assert table["PackedSelfAttention"]["forward_flops"] == 2 * scores * d * 2 + 6 * scores
+    assert table["SDPAttention"]["forward_flops"] == 2 * scores * d * 2 + 6 * scores
     # dV, dP (2 x scores x d each), softmax backward (3 / score), dQ and dK
-    assert table["PackedSelfAttention"]["backward_flops"] == (
+    assert table["SDPAttention"]["backward_flops"] == (
         2 * scores * d * 2 + 3 * scores + 2 * 2 * scores * d)
     assert table["LinearFunction"]["forward_flops"] == (
         2 * b * t * e * 3 * e + b * t * 3 * e + 2 * b * t * e * e + b * t * e)
 
 
-def test_lstm_flops_match_hand_count_with_and_without_a_table():
+def test_lstm_flops_match_hand_count_in_either_layout():
     """One recurrent product per step (2 T B G H) plus ~1 per gate value, forward; the
-    backward twice the products. index= reads a (V, G) table's rows: still T*B steps."""
-    import numpy as np
-
-    b, t, v, e, h = 3, 4, 6, 5, 2
+    backward twice the products plus the gate values."""
+    b, t, e, h = 3, 4, 5, 2
     g = 4 * h
-    lstm = nn.LSTM(e, h, batch_first=True)
-    table = lw.randn(v, e)
-    ids = np.arange(b * t).reshape(b, t) % v
     counts = []
-    for use_index in (False, True):
+    for batch_first in (True, False):
+        lstm = nn.LSTM(e, h, batch_first=batch_first)
+        x = lw.randn(*((b, t, e) if batch_first else (t, b, e)), requires_grad=True)
         with count_flops(lstm) as report:
-            if use_index:
-                lstm(lstm.project_input(table), projected=True, index=ids)
-            else:
-                lstm(lw.tensor(table.numpy()[ids]))
-        counts.append(report.by_op()["LSTMFunction"]["forward_flops"])
-    assert counts == [2 * t * b * g * h + t * b * g] * 2
+            lstm(x)
+        row = report.by_op()["LSTMFunction"]
+        counts.append((row["forward_flops"], row["backward_flops"]))
+    forward = 2 * t * b * g * h + t * b * g
+    assert counts == [(forward, 2 * 2 * t * b * g * h + t * b * g)] * 2
 
 
 def test_sdpa_flops_and_counter_restores_apply():
@@ -322,7 +318,7 @@ def test_gpt_step_matches_the_palm_formula():
     weights = sum(m.weight.shape[0] * m.weight.shape[1] for _, m in model.named_modules()
                   if type(m).__name__ == "Linear")
     assert matmul == 6 * b * t * weights
-    attn = ops["PackedSelfAttention"]
+    attn = ops["SDPAttention"]
     scores = b * cfg.n_head * t * t * cfg.n_layer
     hs = cfg.n_embd // cfg.n_head
     assert attn["forward_flops"] + attn["backward_flops"] - 9 * scores == (

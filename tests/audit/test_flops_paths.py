@@ -1,28 +1,30 @@
 """The FLOP count is a function of the model and the input shapes alone: the same whichever
-path ran (a GPT block as two halves of the batch on two threads, or whole on one), equal to
-a count by hand."""
+path ran (the attention's reference, its causal query blocks, its compiled float32 rows, or
+the batch as two halves on two threads), equal to a count by hand."""
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 import layerwise as lw
 from layerwise.audit.cost import count_flops
-from layerwise.backend import threads
+from layerwise.autograd import dispatch
 from layerwise.models.gpt import GPT, GPTConfig
+from layerwise.ops.fast import attention as fast
 
 B, T, D, HEADS, VOCAB = 4, 16, 32, 4, 40
 
 
-def _gpt_counts(blas_threads):
+def _gpt_counts(path):
+    """The count of one GPT training forward with every attention call run by ``path``, and
+    how many calls it ran."""
     lw.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=HEADS, n_embd=D))
     model.train()
     ids = lw.tensor(np.arange(B * T).reshape(B, T) % VOCAB)
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
-        split = threads.available()
-        with count_flops(model) as report:
+    with threadpool_limits(limits=2, user_api="blas"):  # the halves on two threads where they can
+        with dispatch.forced(path) as uses, count_flops(model) as report:
             model(ids, targets=ids)
-    return report, split
+    return report, uses.count
 
 
 def _block_hand_count():
@@ -50,24 +52,23 @@ def _block_totals(report, name):
     return sum(r["forward_flops"] for r in rows), sum(r["backward_flops"] for r in rows)
 
 
-def test_gpt_block_count_matches_hand_count_on_one_and_two_threads():
-    one, split_one = _gpt_counts(1)
-    two, split_two = _gpt_counts(2)
-    again, _ = _gpt_counts(2)
-    assert not split_one
-    if split_two:  # the blocks really ran in halves: the path the count must not see
-        assert "_InHalves" in two.by_op()
-    # every figure per module ("ops" counts records, which the halves double)
-    assert _figures(one) == _figures(two) == _figures(again)
-    assert one.summary() == two.summary() == again.summary()
-    for report in (one, two, again):
-        by = report.by_module()
-        assert by["transformer.h.0.mlp.c_fc"]["forward_flops"] == \
-            2 * B * T * D * 4 * D + B * T * 4 * D
-        assert by["transformer.h.0.mlp.c_fc"]["backward_flops"] == \
-            2 * (2 * B * T * D * 4 * D) + B * T * 4 * D
-        for block in ("transformer.h.0", "transformer.h.1"):
-            assert _block_totals(report, block) == _block_hand_count()
+def test_gpt_block_count_matches_hand_count_whichever_attention_path_ran():
+    reference, _ = _gpt_counts(dispatch.REFERENCE)
+    for path in (fast.AttentionInHalves, fast.CausalQueryBlocks, fast.CausalQueryBlocksFloat32,
+                 fast.SoftmaxRowsFloat32):
+        if not path.available():
+            continue
+        report, ran = _gpt_counts(path)
+        assert ran == 2, path.__name__  # each block's attention ran through the path
+        assert _figures(report) == _figures(reference), path.__name__
+        assert report.summary() == reference.summary(), path.__name__
+    by = reference.by_module()
+    assert by["transformer.h.0.mlp.c_fc"]["forward_flops"] == \
+        2 * B * T * D * 4 * D + B * T * 4 * D
+    assert by["transformer.h.0.mlp.c_fc"]["backward_flops"] == \
+        2 * (2 * B * T * D * 4 * D) + B * T * 4 * D
+    for block in ("transformer.h.0", "transformer.h.1"):
+        assert _block_totals(reference, block) == _block_hand_count()
 
 
 def _figures(report):

@@ -1,4 +1,5 @@
-"""LSTMLanguageModel: shapes and state, overfitting a short string, generate() (carried state
+"""LSTMLanguageModel: shapes and state, the forward against NumPy, the state-dict names of saved
+models, overfitting a short string, generate() (carried state
 equals re-running the prefix, seeds, greedy, top-k, top-p), tied weights, and sample_next's
 distribution."""
 
@@ -9,6 +10,7 @@ import layerwise as lw
 from layerwise.models.lstm_lm import LSTMLanguageModel, sample_next
 from layerwise.nn import functional as F
 from layerwise.optim import Adam
+from tests.ops.test_rnn_cases import np_lstm_cell, np_stacked
 
 TEXT = "hello layerwise, hello lstm. "
 VOCAB = sorted(set(TEXT))
@@ -30,25 +32,42 @@ def test_shapes_and_state():
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_folded_embedding_projection_equals_the_plain_path(num_layers):
-    # with V < B*T the model projects the embedding table instead of the embedded tokens;
-    # outputs and every gradient must equal embedding -> LSTM -> decoder run layer by layer
+def test_forward_is_embedding_lstm_decoder_against_numpy(num_layers):
+    """Embedding -> LSTM(batch_first=True) -> Linear, with a carried state, against NumPy
+    float64 cell by cell; more tokens (12) than vocabulary rows (7), so rows repeat."""
     lw.manual_seed(0)
     model = LSTMLanguageModel(7, 5, 6, num_layers=num_layers).double()
-    idx = lw.tensor(np.random.default_rng(0).integers(0, 7, (3, 4)))  # 12 tokens > 7 rows
-    h0 = lw.randn(num_layers, 3, 6, dtype=lw.float64)
-    c0 = lw.randn(num_layers, 3, 6, dtype=lw.float64)
-    assert model._fold_embedding(12)
-    logits, (h, c) = model(idx, (h0, c0))
-    (logits.sum() + (h * c).sum()).backward()
-    folded = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
-    model.zero_grad()
-    out, (h2, c2) = model.lstm(model.embedding(idx), (h0, c0))
-    plain = model.decoder(out)
-    (plain.sum() + (h2 * c2).sum()).backward()
-    np.testing.assert_allclose(logits.detach().numpy(), plain.detach().numpy(), atol=1e-12)
-    for n, p in model.named_parameters():
-        np.testing.assert_allclose(folded[n], p.grad.numpy(), atol=1e-12, err_msg=n)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 7, (3, 4))
+    h0, c0 = rng.standard_normal((2, num_layers, 3, 6))
+    logits, (h, c) = model(lw.tensor(idx), (lw.tensor(h0), lw.tensor(c0)))
+    params = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    lstm = {n[len("lstm."):]: v for n, v in params.items() if n.startswith("lstm.")}
+    x = params["embedding.weight"][idx]  # (B, T, E)
+    out, (h_want, c_want) = np_stacked(np_lstm_cell, x, (h0, c0), lstm, num_layers,
+                                       bidirectional=False, batch_first=True)
+    want = out @ params["decoder.weight"].T + params["decoder.bias"]  # (B, T, V)
+    np.testing.assert_allclose(logits.detach().numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(h.detach().numpy(), h_want, atol=1e-12)
+    np.testing.assert_allclose(c.detach().numpy(), c_want, atol=1e-12)
+
+
+def test_state_dict_keeps_the_names_saved_models_hold(tmp_path):
+    """The names a saved lstm run's model.safetensors holds; a saved state dict loads into a
+    model built from another seed and gives the same logits."""
+    lw.manual_seed(0)
+    model = LSTMLanguageModel(11, 8, 6, num_layers=2)
+    layer = ["weight_ih_l{k}", "weight_hh_l{k}", "bias_ih_l{k}", "bias_hh_l{k}"]
+    assert list(model.state_dict()) == (
+        ["embedding.weight"] + ["lstm." + n.format(k=k) for k in (0, 1) for n in layer]
+        + ["decoder.weight", "decoder.bias"])
+    lw.save(model.state_dict(), tmp_path / "model.safetensors")
+    lw.manual_seed(1)
+    loaded = LSTMLanguageModel(11, 8, 6, num_layers=2)
+    loaded.load_state_dict(lw.load(tmp_path / "model.safetensors"))
+    idx = lw.tensor(np.arange(10).reshape(2, 5))
+    np.testing.assert_array_equal(loaded(idx)[0].detach().numpy(),
+                                  model(idx)[0].detach().numpy())
 
 
 def test_overfits_a_short_string():

@@ -148,10 +148,10 @@ def test_mha_self_attention_fast_path_equals_separate_projections():
     mha = MultiheadAttention(8, 2, batch_first=True)
     x = lw.randn(2, 5, 8)
     same, _ = mha(x, x, x, is_causal=True)  # one (3E, E) projection, heads split by views
-    packed, _ = mha(x, x, x, is_causal=True, need_weights=False)  # the packed attention node
+    fused, _ = mha(x, x, x, is_causal=True, need_weights=False)  # one attention node
     copies, _ = mha(x, x + 0.0, x * 1.0, is_causal=True)  # three projections
     np.testing.assert_allclose(same.data, copies.data, atol=1e-6)
-    np.testing.assert_allclose(packed.data, copies.data, atol=1e-6)
+    np.testing.assert_allclose(fused.data, copies.data, atol=1e-6)
 
 
 def test_mha_weights_need_weights_and_stored_weights():

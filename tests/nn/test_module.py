@@ -308,3 +308,34 @@ def test_sequential_calls_each_module_in_order_as_written():
     assert [name for name, _ in seen] == ["0", "1", "2", "3"]
     assert (seen[0][1].detach().numpy() < 0).any()  # the Linear's output before its ReLU
     assert seen[-1][1] is out
+
+
+def test_global_module_hooks_see_every_call_in_order_and_can_be_removed():
+    import layerwise as lw
+    from layerwise import nn
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    seen = []
+    pre = nn.register_module_forward_pre_hook(lambda m, args: seen.append(("pre", type(m).__name__)))
+    post = nn.register_module_forward_hook(lambda m, args, out: seen.append(("post", type(m).__name__)))
+    model(lw.randn(1, 2))
+    pre.remove()
+    post.remove()
+    model(lw.randn(1, 2))
+    assert seen == [("pre", "Sequential"), ("pre", "Linear"), ("post", "Linear"),
+                    ("pre", "ReLU"), ("post", "ReLU"), ("post", "Sequential")]
+
+
+def test_a_global_forward_hook_may_replace_the_output_before_the_modules_own_hooks():
+    import layerwise as lw
+    from layerwise import nn
+
+    layer = nn.Identity()
+    order = []
+    layer.register_forward_hook(lambda m, args, out: order.append(("own", out.item())))
+    handle = nn.register_module_forward_hook(lambda m, args, out: out * 2)
+    try:
+        out = layer(lw.tensor(3.0))
+    finally:
+        handle.remove()
+    assert out.item() == 6.0 and order == [("own", 6.0)]

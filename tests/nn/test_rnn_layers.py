@@ -181,39 +181,16 @@ def test_unbatched_input_equals_batch_of_one(cls, batch_first):
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
-@pytest.mark.parametrize("batch_first", [False, True])
-def test_table_rows_by_index_equal_the_gathered_input(cls, batch_first):
-    """forward(project_input(table), projected=True, index=ids) == forward(table[ids]), batched
-    and unbatched ((seq_len,) ids give (seq_len, D*H) outputs)."""
-    lw.manual_seed(0)
-    m = cls(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first)
-    table = lw.randn(6, 3)
-    ids = np.array([[5, 0, 5, 2], [1, 1, 3, 0]])  # (B, T) or (T, B), as the layer reads
-    for index in (ids, ids[0]):
-        out, final = m(m.project_input(table), projected=True, index=index)
-        ref_out, ref_final = m(lw.tensor(table.numpy()[index]))
-        assert out.shape == ref_out.shape
-        np.testing.assert_allclose(out.detach().numpy(), ref_out.detach().numpy(), atol=1e-6)
-        finals = zip(final, ref_final) if cls is LSTM else [(final, ref_final)]
-        for a, b in finals:
-            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), atol=1e-6)
+def test_forward_takes_pytorchs_arguments_only(cls):
+    """forward(input, hx=None), as torch.nn.LSTM / GRU / RNN: no project-only arguments."""
+    import inspect
 
-
-def test_table_rows_mistakes_are_named():
-    m = LSTM(3, 4, batch_first=True)
-    table = m.project_input(lw.randn(6, 3))  # (6, 16)
-    with pytest.raises(ValueError, match="projected=True"):
-        m(table, index=np.zeros((2, 3), np.int64))
-    with pytest.raises(ValueError, match=r"gates \* hidden_size=16\), got \(6, 3\)"):
-        m(lw.randn(6, 3), projected=True, index=np.zeros((2, 3), np.int64))
-    with pytest.raises(IndexError, match=r"index 6 .* 6 embeddings"):
-        m(table, projected=True, index=np.array([[0, 6]]))
-    with pytest.raises(IndexError, match=r"index -1 "):
-        m(table, projected=True, index=np.array([[0, -1]]))
-    with pytest.raises(TypeError, match="integers"):
-        m(table, projected=True, index=np.zeros((2, 3)))
-    with pytest.raises(ValueError, match=r"\(batch, seq_len\).*got shape \(2, 0\)"):
-        m(table, projected=True, index=np.zeros((2, 0), np.int64))
+    assert list(inspect.signature(cls.forward).parameters) == ["self", "input", "hx"]
+    m = cls(3, 4)
+    assert not hasattr(m, "project_input")
+    for extra in ({"projected": True}, {"index": np.zeros((2, 3), np.int64)}):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{next(iter(extra))}'"):
+            m(lw.randn(2, 3, 3), **extra)
 
 
 def test_dropout_acts_between_layers_only_in_training():

@@ -1,5 +1,7 @@
 """Scaled dot-product attention, layer norm and RMS norm through the op harness: forward vs an
-independent NumPy float64 reference, gradients vs central differences. Plus what the harness
+independent NumPy float64 reference, gradients vs central differences, and each fast path of
+ops/fast/attention.py forced against the reference (the causal cases with Tq = Tk reach the
+query blocks, batches of 2 the halves, float32 the compiled rows). Plus what the harness
 cannot express: fully masked rows, the fused and composed paths agreeing (with dropout too),
 a differentiable float mask, and the error messages."""
 
@@ -9,7 +11,6 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.ops.attention import packed_self_attention
 from layerwise.ops.attention import scaled_dot_product_attention as sdpa
 from layerwise.ops.norm import layer_norm, rms_norm
 from tests.harness import OpCase, harness_tests
@@ -43,6 +44,15 @@ def np_attention(q, k, v, allowed=None, bias=None, scale=None):
 def causal_allowed(tq, tk):
     """Query i (of the last tq positions) may see key j when j <= i + tk - tq."""
     return np.array([[j <= i + tk - tq for j in range(tk)] for i in range(tq)])
+
+
+def heads_attention(qkv, heads, **kwargs):
+    """Multi-head self-attention from a packed (B, T, 3C) q | k | v, as a PyTorch user writes
+    it (nanoGPT): split, view to heads, attention, heads merged back -> (B, T, C)."""
+    b, t, c3 = qkv.shape
+    c = c3 // 3
+    q, k, v = (x.view(b, t, heads, c // heads).transpose(1, 2) for x in qkv.split(c, dim=2))
+    return sdpa(q, k, v, **kwargs).transpose(1, 2).contiguous().view(b, t, c)
 
 
 def np_packed(qkv, heads, allowed=None, bias=None):
@@ -80,6 +90,9 @@ PAD_MASK = np.array([[True] * 5, [True, True, True, False, False]])[:, None, Non
 
 QKV = [((2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 4)), ((1, 3, 4), (1, 3, 4), (1, 3, 2))]
 QKV5 = [((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 3))]  # Tq = 3, Tk = 5
+QK5 = [((2, 2, 3, 4), (2, 2, 5, 4))]  # the weights' cases: the keys are the values too
+# causal query blocks: two of 35 queries, four of 32-33 (uneven boundaries)
+QKV_LONG = [((1, 1, 70, 2),) * 3, ((1, 1, 131, 2),) * 3]
 
 CASES = [
     OpCase("sdpa", lambda q, k, v: sdpa(q, k, v), lambda q, k, v: np_attention(q, k, v)[0], QKV),
@@ -95,18 +108,22 @@ CASES = [
            lambda q, k, v: np_attention(q, k, v, allowed=PAD_MASK)[0], QKV5),
     OpCase("sdpa_padding_and_causal", lambda q, k, v: sdpa(q, k, v, attn_mask=lw.tensor(PAD_MASK), is_causal=True),
            lambda q, k, v: np_attention(q, k, v, allowed=PAD_MASK & causal_allowed(3, 5))[0], QKV5),
-    OpCase("sdpa_weights", lambda q, k, v: sdpa(q, k, v, attn_mask=lw.tensor(BOOL_MASK), need_weights=True)[1],
-           lambda q, k, v: np_attention(q, k, v, allowed=BOOL_MASK)[1], QKV5),
+    OpCase("sdpa_causal_long", lambda q, k, v: sdpa(q, k, v, is_causal=True),
+           lambda q, k, v: np_attention(q, k, v, allowed=causal_allowed(q.shape[-2], k.shape[-2]))[0], QKV_LONG),
+    OpCase("sdpa_weights", lambda q, k: sdpa(q, k, k, attn_mask=lw.tensor(BOOL_MASK), need_weights=True)[1],
+           lambda q, k: np_attention(q, k, k, allowed=BOOL_MASK)[1], QK5),
     OpCase("sdpa_composed_out", lambda q, k, v: sdpa(q, k, v, is_causal=True, need_weights=True)[0],
            lambda q, k, v: np_attention(q, k, v, allowed=causal_allowed(3, 5))[0], QKV5),
     OpCase("sdpa_grad_mask", lambda q, k, v, m: sdpa(q, k, v, attn_mask=m),
            lambda q, k, v, m: np_attention(q, k, v, bias=m)[0], [((2, 3, 4), (2, 5, 4), (2, 5, 2), (3, 5))]),
-    OpCase("sdpa_grad_mask_weights", lambda q, k, v, m: sdpa(q, k, v, attn_mask=m, need_weights=True)[1],
-           lambda q, k, v, m: np_attention(q, k, v, bias=m)[1], [((2, 3, 4), (2, 5, 4), (2, 5, 2), (2, 1, 5))]),
-    OpCase("packed", lambda x: packed_self_attention(x, 2), lambda x: np_packed(x, 2), [((2, 4, 12),)]),
-    OpCase("packed_causal_padding", lambda x: packed_self_attention(x, 3, attn_mask=lw.tensor(PAD4), is_causal=True),
+    OpCase("sdpa_grad_mask_weights", lambda q, k, m: sdpa(q, k, k, attn_mask=m, need_weights=True)[1],
+           lambda q, k, m: np_attention(q, k, k, bias=m)[1], [((2, 3, 4), (2, 5, 4), (2, 1, 5))]),
+    OpCase("heads", lambda x: heads_attention(x, 2), lambda x: np_packed(x, 2), [((2, 4, 12),)]),
+    OpCase("heads_causal", lambda x: heads_attention(x, 2, is_causal=True),
+           lambda x: np_packed(x, 2, allowed=causal_allowed(4, 4)), [((2, 4, 12),)]),
+    OpCase("heads_causal_padding", lambda x: heads_attention(x, 3, attn_mask=lw.tensor(PAD4), is_causal=True),
            lambda x: np_packed(x, 3, allowed=PAD4 & causal_allowed(4, 4)), [((2, 4, 9),)]),
-    OpCase("packed_grad_mask", lambda x, m: packed_self_attention(x, 2, attn_mask=m),
+    OpCase("heads_grad_mask", lambda x, m: heads_attention(x, 2, attn_mask=m),
            lambda x, m: np_packed(x, 2, bias=m), [((2, 4, 12), (4, 4)), ((1, 3, 6), (2, 3, 3))]),
     OpCase("layer_norm", lambda x, w, b: layer_norm(x, x.shape[-1:], w, b),
            lambda x, w, b: np_layer_norm(x, 1, w, b), [((3, 4), (4,), (4,)), ((2, 3, 5), (5,), (5,))]),
@@ -184,19 +201,26 @@ def test_fused_and_composed_paths_agree_with_the_same_dropout(dtype):
     assert not np.allclose(sdpa(q, k, v, is_causal=True).data, results[0][0])
 
 
-def test_packed_and_separate_heads_agree_with_the_same_dropout():
-    rng = np.random.default_rng(5)
+def test_heads_as_views_of_a_packed_tensor_and_as_copies_agree_with_the_same_dropout():
+    """q, k, v as strided views of one (B, T, 3C) projection (as a GPT passes them) give the
+    outputs, gradients and dropout draws of the same heads as contiguous copies."""
+    qkv_data = np.random.default_rng(5).standard_normal((2, 5, 12))
+    probe = lw.tensor(np.linspace(-1, 1, 40).reshape(2, 5, 4))
     outs = []
-    for packed in (True, False):
-        qkv = lw.tensor(rng.standard_normal((2, 5, 12)) if packed else outs[0][2], requires_grad=True)
-        lw.manual_seed(9)
-        if packed:
-            out = packed_self_attention(qkv, 2, is_causal=True, dropout_p=0.3)
+    for views in (True, False):
+        qkv = lw.tensor(qkv_data, requires_grad=True)
+        q, k, v = (t.view(2, 5, 2, 2).transpose(1, 2) for t in qkv.split(4, dim=2))
+        if views:
+            assert not q.data.flags.c_contiguous
         else:
-            q, k, v = (t.reshape(2, 5, 2, 2).transpose(1, 2) for t in qkv.split(4, dim=2))
-            out = sdpa(q, k, v, is_causal=True, dropout_p=0.3).transpose(1, 2).reshape(2, 5, 4)
-        (out * lw.tensor(np.linspace(-1, 1, 40).reshape(2, 5, 4))).sum().backward()
-        outs.append((out.data, qkv.grad.data, qkv.data))
+            q, k, v = (lw.tensor(np.ascontiguousarray(t.data), requires_grad=True)
+                       for t in (q, k, v))
+        lw.manual_seed(9)
+        out = sdpa(q, k, v, is_causal=True, dropout_p=0.3).transpose(1, 2).reshape(2, 5, 4)
+        (out * probe).sum().backward()
+        grads = qkv.grad.data if views else np.concatenate(
+            [t.grad.data.transpose(0, 2, 1, 3).reshape(2, 5, 4) for t in (q, k, v)], axis=2)
+        outs.append((out.data, grads))
     np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-12)
     np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-12)
 
@@ -244,8 +268,8 @@ def test_errors_quote_shapes():
         sdpa(k, q, q, is_causal=True)
     with pytest.raises(ValueError, match="dropout_p"):
         sdpa(q, k, v, dropout_p=1.0)
-    with pytest.raises(ValueError, match=r"num_heads=5, got shape \(2, 3, 4\)"):
-        packed_self_attention(q, 5)
+    with pytest.raises(ValueError, match=r"query and key need the same d"):
+        sdpa(q, k[..., :3], v)
     with pytest.raises(ValueError, match="normalized_shape"):
         layer_norm(q, (3,))
     with pytest.raises(ValueError, match="weight"):
@@ -279,64 +303,11 @@ def test_causal_fast_path_matches_the_masked_computation(t, dropout_p):
         np.testing.assert_allclose(fast, general, rtol=1e-12, atol=1e-12)
 
 
-def test_packed_causal_fast_path_matches_the_masked_computation():
+def test_heads_causal_fast_path_matches_the_masked_computation():
     rng = np.random.default_rng(6)
     qkv, probe = rng.standard_normal((2, 80, 3 * 12)), rng.standard_normal((2, 80, 12))
     explicit = lw.tensor(np.where(np.tril(np.ones((80, 80), bool)), 0.0, -np.inf))
-    fast = _grads_of(lambda x: packed_self_attention(x, 3, is_causal=True), (qkv,), probe)
-    general = _grads_of(lambda x: packed_self_attention(x, 3, attn_mask=explicit), (qkv,), probe)
+    fast = _grads_of(lambda x: heads_attention(x, 3, is_causal=True), (qkv,), probe)
+    general = _grads_of(lambda x: heads_attention(x, 3, attn_mask=explicit), (qkv,), probe)
     for a, b in zip(fast, general):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
-# --- the batch in two halves on two threads (PackedSelfAttention, backend/threads.py) ---------
-
-
-def _packed_step(qkv, probe, heads, retain=False, **kwargs):
-    t = lw.tensor(qkv, requires_grad=True)
-    out = packed_self_attention(t, heads, **kwargs)
-    loss = (out * lw.tensor(probe)).sum()
-    loss.backward(retain_graph=retain)
-    grads = [t.grad.numpy().copy()]
-    if retain:  # a second backward through the same saved halves adds the same again
-        loss.backward()
-        grads.append(t.grad.numpy() - grads[0])
-    return out.detach().numpy(), grads
-
-
-@pytest.mark.parametrize("kwargs", [dict(is_causal=True), dict(), dict(attn_mask=np.tril(
-    np.ones((20, 20), bool)))])
-@pytest.mark.usefixtures("two_blas_threads")
-def test_attention_in_two_halves_is_bit_identical_to_one_thread(monkeypatch, kwargs):
-    from layerwise.ops import attention
-
-    rng = np.random.default_rng(11)
-    qkv = rng.standard_normal((5, 20, 3 * 8)).astype(np.float32)  # an odd batch: halves 2 + 3
-    probe = rng.standard_normal((5, 20, 8)).astype(np.float32)
-    monkeypatch.setattr(attention, "MIN_SCORES_IN_HALVES", 0)
-    monkeypatch.setattr(attention.threads, "available", lambda: True)
-    calls = []
-    real = attention.threads.run_pair
-    monkeypatch.setattr(attention.threads, "run_pair", lambda *f: calls.append(1) or real(*f))
-    out_h, grads_h = _packed_step(qkv, probe, 2, retain=True, **kwargs)
-    assert len(calls) == 3  # forward and both backwards went through the halves
-    monkeypatch.setattr(attention, "_in_halves", lambda *a: False)
-    out_s, grads_s = _packed_step(qkv, probe, 2, retain=True, **kwargs)
-    np.testing.assert_array_equal(out_h, out_s)
-    for h, s in zip(grads_h, grads_s):
-        np.testing.assert_array_equal(h, s)
-
-
-def test_attention_halves_are_not_used_with_dropout_or_a_per_sample_mask(monkeypatch):
-    from layerwise.ops import attention
-
-    monkeypatch.setattr(attention, "MIN_SCORES_IN_HALVES", 0)
-    monkeypatch.setattr(attention.threads, "available", lambda: True)
-    causal = attention.causal_bias(20, 20, "float32")
-    per_sample = np.zeros((4, 1, 1, 20), np.float32)
-    assert attention._in_halves((4, 20, 24), 2, causal, 0.0)
-    assert not attention._in_halves((4, 20, 24), 2, causal, 0.1)  # draws: order-dependent
-    assert not attention._in_halves((4, 20, 24), 2, per_sample, 0.0)
-    assert not attention._in_halves((1, 20, 24), 2, causal, 0.0)  # nothing to halve
-    monkeypatch.setattr(attention.threads, "available", lambda: False)
-    assert not attention._in_halves((4, 20, 24), 2, causal, 0.0)

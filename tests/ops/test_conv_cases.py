@@ -152,6 +152,9 @@ def np_conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 POOL = [((2, 2, 5, 6),), ((1, 3, 7, 7),)]
+# From batch 8 the compiled batch-last paths run (ops/fast/conv.py, ops/fast/pool.py); batch 1
+# with no graph takes the inference paths, as POOL's (1, 3, 7, 7) and conv2d's (1, 1, 4, 4) do.
+POOL_BATCH_8 = [((8, 2, 4, 6),)]
 
 CASES = [
     conv_case("conv2d", [((2, 3, 5, 4), (2, 3, 3, 2)), ((1, 1, 4, 4), (3, 1, 1, 1))]),
@@ -162,6 +165,9 @@ CASES = [
     conv_case("conv2d_dilation", [((2, 1, 7, 6), (2, 1, 2, 3))], dilation=(2, 1), stride=(1, 2)),
     conv_case("conv2d_groups", [((2, 4, 5, 5), (6, 2, 3, 3))], groups=2, padding=1),
     conv_case("conv2d_depthwise", [((1, 3, 5, 4), (3, 1, 2, 2))], bias=False, groups=3),
+    conv_case("conv2d_batch8", [((8, 2, 5, 4), (3, 2, 3, 3))], padding=1),
+    conv_case("conv2d_batch8_groups", [((8, 4, 5, 5), (4, 2, 2, 3))], bias=False, groups=2,
+              stride=(2, 1), dilation=(1, 2)),
     OpCase("conv1d", lambda x, w, b: conv1d(x, w, b, stride=2, padding=1, dilation=2),
            lambda x, w, b: np_conv1d(x, w, b, stride=2, padding=1, dilation=2),
            [((2, 3, 9), (4, 3, 3), (4,))]),
@@ -174,6 +180,10 @@ CASES = [
            lambda x: np_max_pool2d(x, (2, 3), 1), POOL),
     OpCase("max_pool2d_ceil_dilated", lambda x: max_pool2d(x, 2, 2, 1, dilation=2, ceil_mode=True),
            lambda x: np_max_pool2d(x, 2, 2, 1, 2, ceil_mode=True), POOL),
+    OpCase("max_pool2d_batch8", lambda x: max_pool2d(x, 2), lambda x: np_max_pool2d(x, 2),
+           POOL_BATCH_8),
+    OpCase("max_pool2d_batch8_overlap_pad", lambda x: max_pool2d(x, 3, stride=2, padding=1),
+           lambda x: np_max_pool2d(x, 3, 2, 1), POOL_BATCH_8),
     OpCase("avg_pool2d", lambda x: avg_pool2d(x, 2), lambda x: np_avg_pool2d(x, 2), POOL),
     OpCase("avg_pool2d_overlap_pad", lambda x: avg_pool2d(x, 3, stride=2, padding=1),
            lambda x: np_avg_pool2d(x, 3, 2, 1), POOL),
@@ -219,13 +229,15 @@ def test_overlapping_max_windows_accumulate_gradient():
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])  # no graph / a recorded node
-def test_max_pool_return_indices_are_flat_positions_in_the_input_plane(requires_grad):
-    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6))
+@pytest.mark.parametrize("batch", [2, 8])  # 8: the compiled path's node, positions batch-last
+def test_max_pool_return_indices_are_flat_positions_in_the_input_plane(requires_grad, batch):
+    x = np.random.default_rng(0).standard_normal((batch, 3, 5, 6))
     out, index = max_pool2d(lw.tensor(x, requires_grad=requires_grad), 3, stride=2, padding=1,
                             return_indices=True)
     out = out.detach()
     assert index.dtype == lw.int64 and index.shape == out.shape
-    picked = np.take_along_axis(x.reshape(2, 3, -1), index.numpy().reshape(2, 3, -1), axis=2)
+    picked = np.take_along_axis(x.reshape(batch, 3, -1), index.numpy().reshape(batch, 3, -1),
+                                axis=2)
     np.testing.assert_array_equal(picked.reshape(out.shape), out.numpy())
 
 
@@ -309,9 +321,9 @@ def test_conv_backward_twice_with_retain_graph_gives_the_same_gradients():
 
 @pytest.mark.parametrize("trainable", ["weight", "bias", "weight and bias"])
 def test_batched_conv_with_bias_matches_numpy(trainable):
-    """From batch 8 the bias rides in the product as a row of ones under the columns, and its
-    gradient comes out of the weight gradient's product: checked against float64 sums, with
-    either parameter frozen."""
+    """From batch 8 the compiled batch-last path runs (its weight gradient in blocks, its bias
+    gradient from the batch-last gradient): checked against float64 sums, with either
+    parameter frozen."""
     rng = np.random.default_rng(8)
     x, w, b = (rng.standard_normal(s) for s in [(8, 3, 7, 6), (5, 3, 3, 3), (5,)])
     probe = rng.standard_normal((8, 5, 7, 6))
@@ -332,24 +344,6 @@ def test_batched_conv_with_bias_matches_numpy(trainable):
         np.testing.assert_allclose(bias.grad.numpy(), probe.sum(axis=(0, 2, 3)), atol=1e-10)
     else:
         assert bias.grad is None
-
-
-@pytest.mark.parametrize("groups, k, o, m", [
-    (1, 9, 32, 5000),  # blocks of 1198 and a remainder of 208
-    (2, 27, 16, 4000),  # per group
-    (1, 9, 32, 2395),  # one block's length short of two blocks: the plain product
-    (1, 72, 32, 3000),  # K*O past the blocking's limit: the plain product
-])
-def test_long_reduction_matmul_matches_numpy(groups, k, o, m):
-    from layerwise.ops.conv import long_reduction_matmul
-
-    rng = np.random.default_rng(7)
-    a = rng.standard_normal((groups, k, m)).astype(np.float32)
-    b = rng.standard_normal((groups, o, m)).astype(np.float32).transpose(0, 2, 1)  # as conv has it
-    got = long_reduction_matmul(a, b)
-    assert got.shape == (groups, k, o) and got.dtype == np.float32
-    np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4,
-                               atol=2e-3)
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -2,16 +2,24 @@
 softmax, log_softmax, cross_entropy) at very large and very small magnitudes.
 
 References: the derivative by hand (d/dx x^p = p x^(p-1), and 0 for p = 0, as PyTorch),
-NumPy in float64 with the max subtracted, and central finite differences in float64.
+NumPy in float64 with the max subtracted, and central finite differences in float64. The
+softmax family runs both ways: through the path dispatch chooses (in float32 a compiled row
+kernel) and forced through the reference ops.
 """
+
+import contextlib
 
 import numpy as np
 import pytest
 
 import layerwise as lw
 import layerwise.nn.functional as F
+from layerwise.autograd import dispatch
 
 pytestmark = pytest.mark.filterwarnings("error")
+
+# "chosen": whatever dispatch picks; "reference": every op through its reference Function
+PATHS = {"chosen": contextlib.nullcontext, "reference": lambda: dispatch.forced(dispatch.REFERENCE)}
 
 # --- pow at zero ------------------------------------------------------------------------------
 
@@ -29,11 +37,13 @@ def _pow_grad(x, exponent, as_tensor):
     return x.grad.numpy()
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("as_tensor", [False, True], ids=["scalar_exponent", "tensor_exponent"])
 @pytest.mark.parametrize("exponent, expected", POW_GRAD_AT_ZERO)
-def test_pow_gradient_at_zero_is_pytorchs(exponent, expected, as_tensor):
+def test_pow_gradient_at_zero_is_pytorchs(exponent, expected, as_tensor, path):
     x = np.array([0.0, 0.5, 2.0])
-    grad = _pow_grad(x, exponent, as_tensor)
+    with PATHS[path]():
+        grad = _pow_grad(x, exponent, as_tensor)
     assert grad[0] == expected, f"d/dx x**{exponent} at 0: got {grad[0]}, want {expected}"
     by_hand = exponent * x[1:] ** (exponent - 1) if exponent != 0 else 0 * x[1:]
     np.testing.assert_allclose(grad[1:], by_hand, rtol=1e-12)
@@ -128,9 +138,15 @@ def test_logsumexp_of_an_all_minus_inf_row_is_minus_inf_without_warnings():
 # --- softmax, log_softmax and cross_entropy at large logits ------------------------------------
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("offset", OFFSETS)
-def test_softmax_and_log_softmax_match_numpy_float64(offset, dtype):
+def test_softmax_and_log_softmax_match_numpy_float64(offset, dtype, path):
+    with PATHS[path]():
+        _check_softmax_and_log_softmax(offset, dtype)
+
+
+def _check_softmax_and_log_softmax(offset, dtype):
     x = _offset_rows(offset, dtype, seed=4)
     g = np.random.default_rng(5).standard_normal(x.shape)
     p, log_p = _np_softmax(x), np.log(_np_softmax(x))
@@ -149,9 +165,15 @@ def test_softmax_and_log_softmax_match_numpy_float64(offset, dtype):
     np.testing.assert_allclose(t.grad.numpy(), g - p * g.sum(1, keepdims=True), atol=tol * 10)
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("offset", OFFSETS + [1e30])
-def test_cross_entropy_matches_numpy_float64(offset, dtype):
+def test_cross_entropy_matches_numpy_float64(offset, dtype, path):
+    with PATHS[path]():
+        _check_cross_entropy(offset, dtype)
+
+
+def _check_cross_entropy(offset, dtype):
     x = _offset_rows(offset, dtype, seed=6)
     target = np.array([0, 4, 2])
     rows = np.arange(3)
@@ -169,7 +191,13 @@ def test_cross_entropy_matches_numpy_float64(offset, dtype):
     np.testing.assert_allclose(t.grad.numpy(), expected_grad, atol=tol)
 
 
-def test_softmax_family_with_huge_spread_stays_finite():
+@pytest.mark.parametrize("path", list(PATHS))
+def test_softmax_family_with_huge_spread_stays_finite(path):
+    with PATHS[path]():
+        _check_huge_spread()
+
+
+def _check_huge_spread():
     x = lw.tensor([[1e30, 0.0, -1e30]], requires_grad=True)
     lw.logsumexp(x, dim=1).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 0.0, 0.0]])
@@ -177,3 +205,23 @@ def test_softmax_family_with_huge_spread_stays_finite():
     F.cross_entropy(x, lw.tensor([1])).backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[1.0, -1.0, 0.0]])
     np.testing.assert_array_equal(lw.softmax(x.detach(), dim=1).numpy(), [[1.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [lw.float32, lw.float64], ids=["float32", "float64"])
+def test_cross_entropy_with_a_class_masked_to_minus_inf_is_finite(dtype, path):
+    """A logit of -inf (a class masked out) has probability 0: it adds nothing to the loss of a
+    row whose target is another class, not 0 * -inf = NaN. Row 0: log(1 + e) - 0; row 1:
+    log(e^2 + 1) - 0; the gradient softmax - one_hot, 0 at the masked classes."""
+    x = lw.tensor([[0.0, -np.inf, 1.0], [2.0, 0.0, -np.inf]], dtype=dtype, requires_grad=True)
+    with PATHS[path]():
+        loss = F.cross_entropy(x, lw.tensor([0, 1]))
+        loss.backward()
+    e = np.e
+    want = (np.log(1 + e) + np.log(e * e + 1)) / 2
+    tol = 1e-6 if dtype == lw.float32 else 1e-15
+    np.testing.assert_allclose(loss.item(), want, rtol=tol)
+    p0, p1 = np.array([1, 0, e]) / (1 + e), np.array([e * e, 1, 0]) / (e * e + 1)
+    grad = np.stack([p0 - [1, 0, 0], p1 - [0, 1, 0]]) / 2
+    np.testing.assert_allclose(x.grad.numpy(), grad, rtol=tol, atol=tol)
+    assert x.grad.numpy()[0, 1] == 0 and x.grad.numpy()[1, 2] == 0

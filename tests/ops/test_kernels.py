@@ -85,7 +85,7 @@ def test_adam_kernel_matches_numpy_to_the_bit(monkeypatch, dtype, cls, options):
 
 
 def test_exp_f32_is_within_two_ulp_of_exp_and_keeps_ieee_edges():
-    from layerwise.ops.fast import vecmath as kernels_vecmath as vm
+    from layerwise.ops.fast import vecmath as vm
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.uniform(-87, 88, 20_000), np.linspace(-1, 1, 2_001)]).astype(np.float32)
@@ -102,7 +102,7 @@ def test_row_max_in_eight_lanes_is_the_running_maximum():
     """_row_max against one running maximum written out in Python, on every length from 1
     to 40 (the eight-column body and the tail), with the maximum at every position, and
     with NaN and -inf: a NaN wins only in column 0."""
-    from layerwise.ops.fast import vecmath as kernels_vecmath as vm
+    from layerwise.ops.fast import vecmath as vm
 
     def running_max(row):
         best = row[0]

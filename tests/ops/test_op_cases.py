@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 import layerwise as lw
+import layerwise.nn.functional as F
 from tests.harness import OpCase, erf, harness_tests
 
 BINARY = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3)), ((1,), ())]
@@ -15,6 +16,27 @@ UNARY = [((3, 4),), ((2, 3, 5),), ((),), ((1,),)]
 def _np_softmax(x, axis):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _np_cross_entropy(x, target, reduction="mean", ignore_index=-100):
+    """-log softmax at each target in float64; ignored rows count 0 and not in the mean."""
+    keep = target != ignore_index
+    log_p = np.log(_np_softmax(x, 1))
+    rows = np.where(keep, -log_p[np.arange(len(target)), np.where(keep, target, 0)], 0)
+    return {"none": rows, "sum": rows.sum(), "mean": rows.sum() / keep.sum()}[reduction]
+
+
+def _np_smoothed_weighted_cross_entropy(x, target, weight, smoothing):
+    c = x.shape[1]
+    coef = weight * ((1 - smoothing) * np.eye(c)[target] + smoothing / c)
+    return -(coef * np.log(_np_softmax(x, 1))).sum() / weight[target].sum()
+
+
+TARGET = np.array([0, 6, 2, 2, 3])
+IGNORING = np.array([4, -100, 0, 6, -100])
+CLASS_WEIGHT = np.linspace(0.5, 2.0, 7)
+CAUSAL = np.triu(np.ones((4, 4), bool), 1)  # (T, T): True above the diagonal, masked
+EMBEDDED = np.array([[3, 0, 3], [8, 3, 1]])  # repeated indices, and unread table rows
 
 
 def _np_gelu_tanh(x):
@@ -43,6 +65,15 @@ CASES = [
     OpCase("minimum", lw.minimum, np.minimum, BINARY),
     OpCase("where", lambda a, b: lw.where(a > 0, a, b), lambda a, b: np.where(a > 0, a, b), BINARY),
     OpCase("masked_fill", lambda a: a.masked_fill(a < 0, 0.25), lambda a: np.where(a < 0, 0.25, a), UNARY),
+    # a causal mask repeated over batch and heads, and a padding mask that is not
+    OpCase("masked_fill_causal", lambda a: a.masked_fill(lw.tensor(CAUSAL).view(1, 1, 4, 4), -5.0),
+           lambda a: np.where(CAUSAL, -5.0, a), [((2, 3, 4, 4),), ((1, 2, 4, 4),)]),
+    OpCase("masked_fill_causal_2d", lambda a: a.masked_fill(lw.tensor(CAUSAL), -5.0),
+           lambda a: np.where(CAUSAL, -5.0, a), [((4, 4),), ((3, 4, 4),)]),
+    OpCase("masked_fill_padding", lambda a: a.masked_fill(lw.tensor(CAUSAL[:2, None, None]), -5.0),
+           lambda a: np.where(CAUSAL[:2, None, None], -5.0, a), [((2, 3, 4, 4),)]),
+    OpCase("pow_scalar_4", lambda a: a**4, lambda a: a**4, UNARY),
+    OpCase("pow_scalar_half", lambda a: a**2.5, lambda a: a**2.5, UNARY, domain="positive"),
     # activations
     OpCase("relu", lw.relu, lambda a: np.maximum(a, 0), UNARY, domain="nonzero"),
     OpCase("leaky_relu", lambda a: lw.leaky_relu(a, 0.1), lambda a: np.where(a > 0, a, 0.1 * a), UNARY, domain="nonzero"),
@@ -74,7 +105,21 @@ CASES = [
     OpCase("softmax", lambda a: a.softmax(dim=-1), lambda a: _np_softmax(a, -1), [((3, 4),), ((2, 3, 5),), ((5,),)]),
     OpCase("softmax_dim0", lambda a: lw.softmax(a, dim=0), lambda a: _np_softmax(a, 0), [((3, 4),)]),
     OpCase("log_softmax", lambda a: a.log_softmax(dim=1), lambda a: np.log(_np_softmax(a, 1)), [((3, 4),), ((2, 3, 5),)]),
+    # rows longer than the row kernels' eight lanes, with a remainder: (37 = 4 * 8 + 5)
+    OpCase("softmax_long_rows", lambda a: lw.softmax(a * 4, dim=-1), lambda a: _np_softmax(a * 4, -1), [((3, 37),), ((2, 2, 37),)]),
+    OpCase("log_softmax_long_rows", lambda a: lw.log_softmax(a * 4, dim=-1), lambda a: np.log(_np_softmax(a * 4, -1)), [((3, 37),), ((2, 2, 37),)]),
     OpCase("logsumexp", lambda a: a.logsumexp(dim=-1), lambda a: np.log(np.exp(a).sum(axis=-1)), [((3, 4),), ((2, 3, 5),)]),
+    # cross-entropy: logits (N, C) against class indices
+    OpCase("cross_entropy", lambda a: F.cross_entropy(a, lw.tensor(TARGET)), lambda a: _np_cross_entropy(a, TARGET), [((5, 7),)]),
+    OpCase("cross_entropy_ignore_sum", lambda a: F.cross_entropy(a, lw.tensor(IGNORING), reduction="sum"),
+           lambda a: _np_cross_entropy(a, IGNORING, "sum"), [((5, 7),)]),
+    OpCase("cross_entropy_none", lambda a: F.cross_entropy(a, lw.tensor(IGNORING), reduction="none"),
+           lambda a: _np_cross_entropy(a, IGNORING, "none"), [((5, 7),)]),
+    OpCase("cross_entropy_weight_smoothing",
+           lambda a: F.cross_entropy(a, lw.tensor(TARGET), weight=lw.tensor(CLASS_WEIGHT, dtype=a.dtype), label_smoothing=0.1),
+           lambda a: _np_smoothed_weighted_cross_entropy(a, TARGET, CLASS_WEIGHT, 0.1), [((5, 7),)]),
+    # embedding: a (9, 4) table read at integer positions
+    OpCase("embedding", lambda w: F.embedding(lw.tensor(EMBEDDED), w), lambda w: w[EMBEDDED], [((9, 4),)]),
     # movement
     OpCase("reshape", lambda a: a.reshape(4, -1), lambda a: a.reshape(4, -1), [((3, 4),), ((2, 2, 6),)]),
     OpCase("flatten", lambda a: a.flatten(1), lambda a: a.reshape(a.shape[0], -1), [((2, 3, 5),), ((3, 4),)]),

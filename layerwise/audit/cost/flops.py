@@ -9,11 +9,13 @@ public per-op hook, so ``Function.apply`` is swapped for the block; modules are 
 "Which module" below.)
 
 The count is a function of the model and the input shapes alone, not of which fast path ran:
-- every rule is a sum over the batch, so a block run as two halves of its batch on two
-  threads (``lw.parallel.in_halves``) costs what the whole batch costs. In particular a
-  broadcast input's gradient (a bias, a layer norm's weight) is charged per element of the
-  output it is summed from, not per element of the parameter;
-- a node that only runs other ops (``_InHalves``) costs nothing itself: its ops are counted;
+- the op counted is the reference Function called, whichever of its fast paths ran it
+  (autograd/dispatch.py): the attention's query blocks or batch halves cost what the
+  reference's arithmetic costs;
+- every rule is a sum over the batch, so a step run as two halves of its batch on two
+  threads (``lw.parallel.backward_in_halves``) costs what the whole batch costs. In
+  particular a broadcast input's gradient (a bias, a layer norm's weight) is charged per
+  element of the output it is summed from, not per element of the parameter;
 - modules are watched, so ``nn.Sequential`` runs each layer as written (a Linear and its
   ReLU as two ops, not one fused node).
 
@@ -55,10 +57,6 @@ _MOVEMENT = {
     "Copy", "Repeat", "Tile", "Gather", "Narrow", "Slice", "Chunk", "Embedding", "Dropout",
     "MovedAxis", "Flip", "Roll", "Where", "Detach", "EmbeddingFunction",
 }
-
-# Nodes whose forward runs other ops, each recorded on its own: counting the node as well
-# would count its work twice (and its output, whose halves those ops wrote, twice).
-_CONTAINERS = {"_InHalves"}
 
 
 @dataclass
@@ -180,22 +178,13 @@ def _sdpa(shapes, params, out, needs):
     return _attention_cost(lead, q[-2], k[-2], q[-1], v[-1], needs[0] + needs[1], needs[2])
 
 
-def _packed_attention(shapes, params, out, needs):
-    b, t, c3 = shapes[0]
-    heads = params["num_heads"]
-    hd = c3 // (3 * heads)
-    # one packed input: q, k and v all need a gradient when it does
-    return _attention_cost(b * heads, t, t, hd, hd, 2 * needs[0], needs[0])
-
-
 def _recurrent(shapes, params, out, needs):
     # xw: the input projection (done by a LinearFunction before) with gates*H per step;
     # w_hh (gates*H, H): one recurrent GEMM per step, plus the gate arithmetic (~1 per gate).
-    # An LSTM given index= reads the rows of a projected table (V, 4H): index.size steps.
-    xw, index = shapes[0], params.get("index")
+    xw = shapes[0]
     # w_hh comes after h0 (and c0): the last 2-D input with gates*H rows
     w_hh = [s for s in shapes[1:] if len(s) == 2 and s[0] == xw[-1]][-1]
-    gate_values = _numel(xw) if index is None else index.size * xw[-1]
+    gate_values = _numel(xw)
     gemm = 2 * gate_values * w_hh[1]
     fwd = gemm + gate_values
     return fwd, (2 * gemm + gate_values) if any(needs) else 0
@@ -216,7 +205,6 @@ RULES = {
     "Conv2d": _conv,
     "Conv1d": _conv,
     "SDPAttention": _sdpa,
-    "PackedSelfAttention": _packed_attention,
     "LSTMFunction": _recurrent,
     "GRUFunction": _recurrent,
     "RNNFunction": _recurrent,
@@ -228,7 +216,7 @@ def op_cost(name, shapes, params, out_shape, needs):
     needs = tuple(int(bool(n)) for n in needs) + (0,) * (len(shapes) - len(needs))
     if name in RULES:
         return RULES[name](shapes, params, out_shape, needs)
-    if name in _MOVEMENT or name in _CONTAINERS:
+    if name in _MOVEMENT:
         return 0, 0
     return _elementwise(shapes, params, out_shape, needs)
 
@@ -270,9 +258,8 @@ def count_flops(model=None):
         shapes = [tuple(t.shape) for t in inputs]
         needs = tuple(t.requires_grad for t in inputs) if out.requires_grad else ()
         fwd, bwd = op_cost(cls.__name__, shapes, params, tuple(out.shape), needs)
-        kept = bool(out.requires_grad) and cls.__name__ not in _CONTAINERS
         report.ops.append(OpRecord(cls.__name__, module, shapes, tuple(out.shape), int(fwd),
-                                   int(bwd), int(out.data.nbytes), kept))
+                                   int(bwd), int(out.data.nbytes), bool(out.requires_grad)))
         return out
 
     wrapped = []

@@ -3,4 +3,6 @@ layerwise/ops where they apply and measured faster. Each module registers its pa
 layerwise.autograd.dispatch on import; the kernels themselves are in kernels.py and vecmath.py.
 """
 
-from layerwise.ops.fast import activation, linear  # noqa: F401  (registers their paths)
+from layerwise.ops.fast import (  # noqa: F401  (each registers its paths)
+    activation, attention, conv, elementwise, embedding, linear, loss, norm, pool, reduce, rnn,
+)

@@ -75,17 +75,16 @@ def preload(dtype="float32"):
                                   xp.zeros(4))
     state, gates = xp.ones((1, 1), dtype), xp.ones((1, 1, 4), dtype)
     for batch_first in (True, False):
-        kernel("lstm_cell_backward")(state, 0, state[None], 0, batch_first, state.copy(),
+        kernel("lstm_cell_backward")(state, state[None], 0, batch_first, state.copy(),
                                      gates[0], state, state, gates.copy())
     x4 = xp.ones((1, 2, 2, 4), dtype)
-    kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, True, x4[:, :1, :1].copy(),
+    kernel("max_pool_forward")(x4, 2, 2, 2, 2, 1, 1, x4[:, :1, :1].copy(),
                                xp.zeros((1, 1, 1, 4), xp.int8))
     kernel("max_pool_plane")(x4[0, :1], 2, 2, 2, 2, 1, 1, xp.empty((1, 1, 2), dtype))
     kernel("max_pool_plane_2x2")(x4[0, :1], xp.empty((1, 1, 2), dtype))
     kernel("scatter_add_rows")(xp.zeros(2, xp.int64), m, m.copy())
-    kernel("transpose_into")(m, xp.empty((4, 2), dtype))
-    kernel("col2im")(xp.ones((1, 1, 1, 2, 2, 4), dtype), 0, 0, 1, 1, 1, 1, x4.copy())
-    kernel("im2col")(x4, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
+    kernel("col2im")(xp.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
+    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
     kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
     kernel("masked_fill_rows")(m, xp.zeros(4, bool), v[0], m.copy())
@@ -97,7 +96,6 @@ def preload(dtype="float32"):
     if v.dtype == xp.float32:  # vecmath's are float32-only
         kernel("softmax_rows")(m.copy())
         kernel("softmax_backward_rows")(m.copy(), m)
-        kernel("softmax_rows_causal")(m.copy(), 2, 0)
         kernel("softmax_rows_into")(m, m.copy())
         kernel("log_softmax_rows_into")(m, m.copy())
         kernel("softmax_backward_rows_into")(m, m, m.copy())
@@ -111,9 +109,9 @@ def preload(dtype="float32"):
         kernel("cross_entropy_backward_rows")(m, target, -100, v[:2], m.copy())
         gates, state = xp.ones((1, 4), dtype), xp.ones((1, 1), dtype)
         for batch_first in (True, False):
-            kernel("lstm_cell_forward_f32")(gates, 0, gates, xp.zeros((1, 1), xp.intp), 0,
-                                            batch_first, state, gates.copy(), state.copy(),
-                                            state.copy(), state[None].copy())
+            kernel("lstm_cell_forward_f32")(gates, gates[None], 0, batch_first, state,
+                                            gates.copy(), state.copy(), state.copy(),
+                                            state[None].copy())
     return True
 
 
@@ -171,22 +169,19 @@ def layer_norm_backward(g, x_hat, rstd, weight, dx, dweight, dbias):
             row_dx[j] = (row_g[j] * weight[j] - a - row_hat[j] * c) * inv
 
 
-def lstm_cell_backward(dh, first, dout, step, batch_first, dc, a, tanh_c, c_prev, da):
-    """One LSTM time step backwards, elementwise part (rnn.py's LSTMFunction has the formulas),
-    for the batch rows first .. first + len(dh): with dh (n, H) + dout's ``step`` as their
-    hidden state's gradient, fills that step of da = the gradient of the gate pre-activations
-    (i, f, g, o) and turns dc (B, H) into the gradient of the previous cell state, in those
-    rows only. a (B, 4H) holds the activations. dout (B, T, H) and da (B, T, 4H) with
-    ``batch_first``, else (T, B, .), come whole, so that each row numba sees is known to be
-    contiguous. Passed a step's slices, strided with batch_first, the loops were not
-    vectorised, and da went through a scratch array and a copy: the LSTM workload's training
-    step 1.073x, 1.073x and 1.081x this way (in-process A/B).
+def lstm_cell_backward(dh, dout, step, batch_first, dc, a, tanh_c, c_prev, da):
+    """One LSTM time step backwards, elementwise part (ops/rnn.py's LSTMFunction has the
+    formulas): with dh (B, H) + dout's ``step`` as the hidden state's gradient, fills that step
+    of da = the gradient of the gate pre-activations (i, f, g, o) and turns dc (B, H) into the
+    gradient of the previous cell state. a (B, 4H) holds the activations. dout (B, T, H) and
+    da (B, T, 4H) with ``batch_first``, else (T, B, .), come whole, so that each row numba sees
+    is known to be contiguous (a step's strided slices would not be vectorised).
     Three loops per row, each writing at most two arrays, rather than one: LLVM vectorises a
     loop only when it can check that the arrays it writes do not overlap the others, and
     gives up when there are too many pairs to check (31 -> 20 us a step at B=32, H=256)."""
     n, h_size = dh.shape
-    for b in range(first, first + n):
-        ab, dcb, dhb = a[b], dc[b], dh[b - first]
+    for b in range(n):
+        ab, dcb, dhb = a[b], dc[b], dh[b]
         dab = da[b, step] if batch_first else da[step, b]
         doutb = dout[b, step] if batch_first else dout[step, b]
         for j in range(h_size):  # the cell state's gradient and the output gate's
@@ -204,14 +199,10 @@ def lstm_cell_backward(dh, first, dout, step, batch_first, dc, a, tanh_c, c_prev
             dcb[j] *= ab[h_size + j]
 
 
-def max_pool_forward(x, kh, kw, sh, sw, dh, dw, relu, out, arg):
+def max_pool_forward(x, kh, kw, sh, sw, dh, dw, out, arg):
     """Window maxima over batch-last arrays: x (C, Hp, Wp, N) already padded with -inf, out and
     arg (C, OH, OW, N); arg = the kernel position (row-major) of the first maximum, and a NaN
-    is the maximum of its window (as in PyTorch). The batch is the inner loop: contiguous.
-
-    With ``relu`` the ReLU follows in the same pass, while the window's values are in cache: a
-    maximum that is not positive becomes 0 (NaN stays NaN) and its arg -1, a position no
-    gradient goes to, so the backward needs no mask of its own."""
+    is the maximum of its window (as in PyTorch). The batch is the inner loop: contiguous."""
     c_size, oh_size, ow_size, n_size = out.shape
     for c in range(c_size):
         for oy in range(oh_size):
@@ -229,12 +220,6 @@ def max_pool_forward(x, kh, kw, sh, sw, dh, dw, relu, out, arg):
                             if v > best or (v != v and best == best):
                                 out[c, oy, ox, n] = v
                                 arg[c, oy, ox, n] = k
-                if relu:
-                    for n in range(n_size):
-                        v = out[c, oy, ox, n]
-                        if not v > 0:
-                            arg[c, oy, ox, n] = -1
-                            out[c, oy, ox, n] = v if v != v else 0
 
 
 def max_pool_plane(x, kh, kw, sh, sw, dh, dw, out):
@@ -284,67 +269,37 @@ def scatter_add_rows(indices, rows, out):
             out[k, d] += rows[j, d]
 
 
-def transpose_into(src, dst):
-    """dst = src^T: src (M, N) C-contiguous into dst (N, M). Sixteen rows of src at a time:
-    each of dst's rows then gets sixteen values in a row (one AVX-512 store) from a tile that
-    stays in L1. LSTM workload, (1024, 32) float32: 10.5 us, against 19.8 us for NumPy's copy
-    of the transposed view and 17-25 us for square tiles (8 x 8, 16 x 16)."""
-    m, n = src.shape
-    whole = m - m % 16
-    for i0 in range(0, whole, 16):
-        for j in range(n):
-            for i in range(16):
-                dst[j, i0 + i] = src[i0 + i, j]
-    for j in range(n):  # the last m % 16 rows
-        for i in range(whole, m):
-            dst[j, i] = src[i, j]
-
-
-def im2col(x, top, left, kh, kw, sh, sw, dh, dw, oh, ow, cols):
-    """The columns of a convolution: x (C, H, W, N) batch-last into cols (C*KH*KW, OH*OW*N),
-    row (c, ky, kx), column (oy, ox, n) = x[c, oy*sh + ky*dh - top, ox*sw + kx*dw - left, n],
-    and 0 where that position falls outside x: the padding (``top`` rows, ``left`` columns,
-    and whatever lies past the far edges) is read as zeros without being stored. The same
-    copy NumPy makes from the strided view of a padded input, without the padded copy or the
-    view's per-run overhead (runs of N values)."""
-    c_size, h_size, w_size, n_size = x.shape
+def im2col(xc, kh, kw, sh, sw, dh, dw, oh, ow, cols):
+    """The columns of a convolution: xc (C, Hp, Wp, N), padded and batch-last, into cols
+    (C*KH*KW, OH*OW*N), row (c, ky, kx), column (oy, ox, n) = xc[c, oy*sh + ky*dh,
+    ox*sw + kx*dw, n]. The same copy NumPy makes from the strided view, without its
+    per-run overhead (runs of N values)."""
+    c_size, n_size = xc.shape[0], xc.shape[3]
     for c in range(c_size):
         for ky in range(kh):
             for kx in range(kw):
                 r = (c * kh + ky) * kw + kx
                 for oy in range(oh):
-                    row = oy * sh + ky * dh - top
                     for ox in range(ow):
-                        col = ox * sw + kx * dw - left
                         base = (oy * ow + ox) * n_size
-                        if 0 <= row < h_size and 0 <= col < w_size:
-                            for n in range(n_size):
-                                cols[r, base + n] = x[c, row, col, n]
-                        else:
-                            for n in range(n_size):
-                                cols[r, base + n] = 0
+                        for n in range(n_size):
+                            cols[r, base + n] = xc[c, oy * sh + ky * dh, ox * sw + kx * dw, n]
 
 
-def col2im(gcols, top, left, sh, sw, dh, dw, gx):
-    """The adjoint of im2col: gcols (C, KH, KW, OH, OW, N) -> gx (C, H, W, N), each column
-    entry added to the input position it was read from, entries read from the padding
-    dropped (the caller zeroes gx). Accumulating in one pass beats one strided slice-add per
-    kernel position in NumPy."""
+def col2im(gcols, sh, sw, dh, dw, gpad):
+    """The adjoint of im2col: gcols (C, KH, KW, OH, OW, N) -> gpad (C, Hp, Wp, N), each
+    column entry added to the input position it was read from (the caller zeroes gpad).
+    Accumulating in one pass beats one strided slice-add per kernel position in NumPy."""
     c_size, kh, kw, oh, ow, n_size = gcols.shape
-    h_size, w_size = gx.shape[1], gx.shape[2]
     for c in range(c_size):
         for ky in range(kh):
             for kx in range(kw):
                 for oy in range(oh):
-                    row = oy * sh + ky * dh - top
-                    if row < 0 or row >= h_size:
-                        continue
+                    row = oy * sh + ky * dh
                     for ox in range(ow):
-                        col = ox * sw + kx * dw - left
-                        if col < 0 or col >= w_size:
-                            continue
+                        col = ox * sw + kx * dw
                         for n in range(n_size):
-                            gx[c, row, col, n] += gcols[c, ky, kx, oy, ox, n]
+                            gpad[c, row, col, n] += gcols[c, ky, kx, oy, ox, n]
 
 
 def relu_forward(x, out, mask):
@@ -444,7 +399,6 @@ _KERNELS = {
     "max_pool_plane": (max_pool_plane, False),
     "max_pool_plane_2x2": (max_pool_plane_2x2, False),
     "scatter_add_rows": (scatter_add_rows, False),
-    "transpose_into": (transpose_into, False),
     "im2col": (im2col, False),
     "col2im": (col2im, False),
     "relu_forward": (relu_forward, False),

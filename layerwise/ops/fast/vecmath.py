@@ -8,7 +8,7 @@ vectorised whole. Measured on the 2-core machine: NumPy's exp of 1 M float32 val
 ``exp_f32`` in a loop 0.34 ms; the attention softmax of (4096, 128) rows 0.97 -> 0.51 ms and
 its backward 0.27 -> 0.11 ms; GELU and cross-entropy figures are at their callers. The row
 maximum in eight lanes (``_row_max``) then took the softmax of (8192, 128) rows from 1.10 to
-0.66 ms, and its causal form from 1.07 to 0.79 ms.
+0.66 ms.
 
 Accuracy: ``exp_f32`` is within 1.4 ulp of the exact value over its range (measured against
 float64 on 1 M values in [-88, 88]); below -88 it gives 0 (exp is < 2^-126 there, a denormal
@@ -124,38 +124,23 @@ def _row_max(s, r, last):
     return m4 if m4 > m0 else m0
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _softmax_row_(s, r, last):
-    """Row r of s in place: the softmax over keys [0, last), 0 for the keys after them. A row
-    whose maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an
-    all -inf row gives zeros; a NaN anywhere makes its row NaN (through the sum)."""
-    mx = _row_max(s, r, last)
-    if not (-xp.inf < mx < xp.inf):
-        mx = f32(0)
-    total = f32(0)
-    for j in range(last):
-        e = exp_f32(s[r, j] - mx)
-        s[r, j] = e
-        total += e
-    inv = f32(1) / total if total != 0 else f32(1)
-    for j in range(last):
-        s[r, j] *= inv
-    for j in range(last, s.shape[1]):
-        s[r, j] = 0
-
-
 def softmax_rows(s):
-    """Softmax over the rows of s (M, N), in place, as attention._softmax_rows_."""
-    for r in range(s.shape[0]):
-        _softmax_row_(s, r, s.shape[1])
-
-
-def softmax_rows_causal(s, rows_per_matrix, first_query):
-    """softmax_rows for causal scores without the mask added: s (M, N) stacks matrices of
-    rows_per_matrix query rows, and row r's query, first_query + r % rows_per_matrix, sees
-    keys 0 .. that index; the keys after it get 0 and are never exponentiated."""
-    for r in range(s.shape[0]):
-        _softmax_row_(s, r, min(s.shape[1], first_query + r % rows_per_matrix + 1))
+    """Softmax over the rows of s (M, N), in place, as attention.softmax_rows_: a row whose
+    maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an all -inf
+    row gives zeros; a NaN anywhere makes its row NaN (through the sum)."""
+    m, n = s.shape
+    for r in range(m):
+        mx = _row_max(s, r, n)
+        if not (-xp.inf < mx < xp.inf):
+            mx = f32(0)
+        total = f32(0)
+        for j in range(n):
+            e = exp_f32(s[r, j] - mx)
+            s[r, j] = e
+            total += e
+        inv = f32(1) / total if total != 0 else f32(1)
+        for j in range(n):
+            s[r, j] *= inv
 
 
 def softmax_backward_rows(dp, p):
@@ -326,23 +311,18 @@ def gelu_erf_backward_f32(dx, g, x):
         dx[i] = g[i] * (normal_cdf_f32(xi) + xi * pdf)
 
 
-def lstm_cell_forward_f32(hw, first, rows, index, t, batch_first, c_prev, acts, c, tanh_c,
-                          out):
-    """One LSTM time step forward, elementwise part (rnn.py's LSTMFunction has the formulas),
-    for the batch rows first .. first + len(hw): from their hidden product hw (n, 4H) and the
-    input projection of each sequence's step t, row index[b, t] of ``rows`` (R, 4H) with
-    ``batch_first`` (index (B, T)), else row index[t, b], fills acts (B, 4H) = the gate
+def lstm_cell_forward_f32(hw, xw, t, batch_first, c_prev, acts, c, tanh_c, out):
+    """One LSTM time step forward, elementwise part (ops/rnn.py's LSTMFunction has the
+    formulas): from the hidden product hw (B, 4H) and step t of the input projection xw
+    ((B, T, 4H) with ``batch_first``, else (T, B, 4H)), fills acts (B, 4H) = the gate
     activations (i, f, g, o), c (B, H) = f c_prev + i g, tanh_c = tanh(c) and step t of out
-    ((B, T, H) or (T, B, H)) = o tanh_c, in those rows only: two calls for two row ranges
-    can run at once. ``rows`` is the projected sequence flattened (index counting its rows),
-    or a projected embedding table (index the token ids): read in place of a gathered copy.
-    The step's arrays and out are passed whole, so that each row numba sees is known to be
-    contiguous."""
+    ((B, T, H) or (T, B, H)) = o tanh_c. xw and out are passed whole, so that each row numba
+    sees is known to be contiguous."""
     n, h4 = hw.shape
     h = h4 // 4
-    for b in range(first, first + n):
-        x_row = rows[index[b, t]] if batch_first else rows[index[t, b]]
-        h_row, a_row = hw[b - first], acts[b]
+    for b in range(n):
+        x_row = xw[b, t] if batch_first else xw[t, b]
+        h_row, a_row = hw[b], acts[b]
         for j in range(2 * h):  # input and forget gates
             a_row[j] = sigmoid_f32(h_row[j] + x_row[j])
         for j in range(2 * h, 3 * h):  # the cell candidate
@@ -362,7 +342,6 @@ def lstm_cell_forward_f32(hw, first, rows, index, t, batch_first, c_prev, acts, 
 # name -> fastmath flags, as kernels._KERNELS. 'reassoc' vectorises the row sums.
 KERNELS = {
     "softmax_rows": {"reassoc", "contract"},
-    "softmax_rows_causal": {"reassoc", "contract"},
     "softmax_backward_rows": {"reassoc", "contract"},
     "softmax_rows_into": {"reassoc", "contract"},
     "log_softmax_rows_into": {"reassoc", "contract"},

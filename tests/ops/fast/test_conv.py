@@ -1,63 +1,119 @@
-"""The numba kernels against the NumPy forms they replace (kernels.py), in float64 and float32.
-
-The op harness already checks these ops against NumPy float64 and finite differences with
-whichever path is active; here both paths run on the same inputs, so a kernel that drifts
-from its NumPy form is caught even where the harness's tolerances would let it through.
-"""
-
-import os
-import subprocess
-import sys
+"""The convolution's fast paths (layerwise/ops/fast/conv.py) against the reference op and
+float64, in both memory layouts of the input, and where dispatch chooses each."""
 
 import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.ops import activation, norm
-from layerwise.ops.fast import kernels
-
-pytestmark = pytest.mark.skipif(kernels.kernel("layer_norm_forward") is None,
-                                reason="numba is not installed")
-
-TOL = {np.float64: 1e-12, np.float32: 2e-5}
+from layerwise import nn
+from layerwise.autograd import dispatch
+from layerwise.ops.conv import Conv2d, conv2d
+from layerwise.ops.fast import conv as fast
+from tests.ops.fast.common import assert_close, needs, path_and_reference
 
 
-def _run(fn, arrays, probe):
-    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*tensors)
-    (out * lw.tensor(probe)).sum().backward()
-    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
-
-
-def _both_paths(monkeypatch, module, fn, arrays, probe):
-    compiled = _run(fn, arrays, probe)
-    monkeypatch.setattr(module, "kernel", lambda name: None)
-    plain = _run(fn, arrays, probe)
-    monkeypatch.undo()
-    return compiled, plain
-
-
+@needs(fast.Conv2dBatchLast)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kwargs", [
     dict(padding=1),
     dict(stride=2, dilation=2, padding=2, groups=2),
     dict(padding=(2, 0), stride=(3, 1)),  # the last row's windows run past the bottom edge
     dict(padding="same", dilation=(1, 2)),
+    dict(stride=(1, 2)),  # no padding: a batch-last input is read where it lies
 ])
 @pytest.mark.parametrize("memory", ["NCHW", "batch-last"])
-def test_conv_im2col_col2im_kernels_match_numpy(monkeypatch, dtype, kwargs, memory):
-    """The compiled columns against NumPy's strided view. A batch-last input (as a conv's or
-    pool's output is laid out) has its padding read as zeros by the kernels, never stored."""
-    from layerwise.ops import conv
-
+def test_batch_last_columns_match_the_reference(dtype, kwargs, memory):
+    """The compiled columns and their scatter against the reference's strided view, the
+    weight gradient in blocks against the plain product. A batch-last input (as a conv's or
+    pool's output is laid out) comes from a first conv run through the same path."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 4, 9, 8)).astype(dtype)  # 8: the kernels' smallest batch
-    if memory == "batch-last":
-        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    x = rng.standard_normal((8, 4, 9, 8)).astype(dtype)  # 8: the path's smallest batch
+    w0 = rng.standard_normal((4, 4, 1, 1)).astype(dtype)
     w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)).astype(dtype)
     b = rng.standard_normal(6).astype(dtype)
-    fn = lambda a, w_, b_: conv.conv2d(a, w_, b_, **kwargs)  # noqa: E731
-    probe = rng.standard_normal(tuple(fn(*map(lw.tensor, (x, w, b))).shape)).astype(dtype)
-    compiled, plain = _both_paths(monkeypatch, conv, fn, [x, w, b], probe)
-    for a, b_ in zip(compiled, plain):
-        np.testing.assert_allclose(a, b_, rtol=TOL[dtype], atol=TOL[dtype])
+    if memory == "batch-last":
+        fn = lambda a, w0_, w_, b_: conv2d(conv2d(a, w0_), w_, b_, **kwargs)
+        arrays = [x, w0, w, b]
+    else:
+        fn = lambda a, w_, b_: conv2d(a, w_, b_, **kwargs)
+        arrays = [x, w, b]
+    with lw.no_grad(), dispatch.forced(fast.Conv2dBatchLast):
+        out = fn(*map(lw.tensor, arrays))
+    assert out.data.transpose(1, 2, 3, 0).flags.c_contiguous  # the output is batch-last
+    probe = rng.standard_normal(out.shape).astype(dtype)
+    got, reference = path_and_reference(fast.Conv2dBatchLast, fn, arrays, probe)
+    assert_close(got, reference, dtype)
+
+
+@pytest.mark.parametrize("groups, k, o, m", [
+    (1, 9, 32, 5000),  # blocks of 1198 and a remainder of 208
+    (2, 27, 16, 4000),  # per group
+    (1, 9, 32, 2395),  # one block's length short of two blocks: the plain product
+    (1, 72, 32, 3000),  # K*O past the blocking's limit: the plain product
+])
+def test_long_reduction_matmul_matches_numpy(groups, k, o, m):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((groups, k, m)).astype(np.float32)
+    b = rng.standard_normal((groups, o, m)).astype(np.float32).transpose(0, 2, 1)  # as conv has it
+    got = fast.long_reduction_matmul(a, b)
+    assert got.shape == (groups, k, o) and got.dtype == np.float32
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4,
+                               atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", [
+    dict(padding=1),  # 'same': rows of W, reads wrapped at both edges zeroed
+    dict(padding=0, groups=3),  # OW < W: rows of W, the outputs past OW dropped; bias after
+    dict(padding=(0, 2), dilation=(1, 3)),  # OW > W: rows of OW
+])
+def test_one_sample_matches_the_reference(dtype, kwargs):
+    rng = np.random.default_rng(11)
+    arrays = [rng.standard_normal((1, 6, 7, 9)).astype(dtype),
+              rng.standard_normal((9, 6 // kwargs.get("groups", 1), 3, 2)).astype(dtype),
+              rng.standard_normal(9).astype(dtype)]
+    got, reference = path_and_reference(
+        fast.Conv2dOneSample, lambda x, w, b: conv2d(x, w, b, **kwargs), arrays)
+    assert got[0].flags.c_contiguous
+    assert_close(got, reference, dtype)
+
+
+def _chosen(x, weight, grad=False, **kwargs):
+    with dispatch.traced() as calls, lw.enable_grad() if grad else lw.no_grad():
+        conv2d(lw.Tensor(x, requires_grad=grad), lw.Tensor(weight), **kwargs)
+    (call,) = [c for c in calls if c[0] is Conv2d]
+    return dispatch.choose(*call)
+
+
+@pytest.mark.parametrize("case, path", [
+    ("batch 8, graph", fast.Conv2dBatchLast),
+    ("batch 8, no graph", fast.Conv2dBatchLast),
+    ("batch 7, graph", Conv2d),
+    ("batch 8, float16", Conv2d),
+    ("batch 1, no graph", fast.Conv2dOneSample),
+    ("batch 1, no graph, stride 2", Conv2d),
+    ("batch 1, graph", Conv2d),
+])
+def test_dispatch_chooses_the_path_by_batch_graph_stride_and_dtype(case, path):
+    if path is fast.Conv2dBatchLast and not path.available():
+        pytest.skip("Conv2dBatchLast needs numba")
+    batch = int(case.split(",")[0].split()[1])
+    dtype = np.float16 if "float16" in case else np.float32
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((batch, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    assert _chosen(x, w, grad="no graph" not in case and "float16" not in case,
+                   stride=2 if "stride 2" in case else 1, padding=1) is path
+
+
+def test_a_users_cnn_at_batch_one_reaches_the_one_sample_path():
+    lw.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 8, 3, padding=1))
+    x = lw.randn(1, 1, 8, 8)
+    with lw.no_grad(), dispatch.traced() as calls:
+        fast_out = model(x).numpy()
+    convs = [c for c in calls if c[0] is Conv2d]
+    assert len(convs) == 2 and all(dispatch.choose(*c) is fast.Conv2dOneSample for c in convs)
+    with dispatch.forced(dispatch.REFERENCE), lw.no_grad():
+        np.testing.assert_allclose(fast_out, model(x).numpy(), rtol=1e-5, atol=1e-6)

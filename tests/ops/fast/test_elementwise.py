@@ -1,45 +1,32 @@
-"""The compiled paths of the exact GELU (float32), softmax / log_softmax over the last dim
-(float32) and masked_fill, each against its NumPy form (forced by turning the kernels off in
-the op's module) and against float64 references, through the public functions."""
-
-import math
+"""The elementwise ops' fast paths (layerwise/ops/fast/elementwise.py): masked_fill through one
+mask row and powers as products, against their reference ops, NumPy and float64, with the
+special values, and where dispatch chooses them."""
 
 import numpy as np
 import pytest
-from scipy.special import erfc
 
 import layerwise as lw
-from layerwise.ops import activation, elementwise, reduce
-from layerwise.ops.fast import kernels
+from layerwise.autograd import dispatch
+from layerwise.ops.elementwise import PowScalar
+from layerwise.ops.fast import elementwise as fast
+from tests.ops.fast.common import needs, outputs_and_grads, path_and_reference
 
-pytestmark = pytest.mark.skipif(kernels.kernel("gelu_erf_f32") is None,
-                                reason="numba is not installed")
-
-EPS32 = float(np.finfo(np.float32).eps)
-
-
-def _fill(x, mask, value, g):
-    t = lw.tensor(x, requires_grad=True)
-    out = t.masked_fill(lw.tensor(mask), value)
-    (out * lw.tensor(g)).sum().backward()
-    return out.detach().numpy(), t.grad.numpy()
-
-
-MASKS = {  # x's shape, the mask's
-    "causal over heads": ((2, 3, 5, 5), (1, 1, 5, 5)),
-    "no leading ones": ((2, 3, 5, 5), (5, 5)),
-    "full shape": ((4, 6), (4, 6)),
-    "padding (NumPy's copy)": ((2, 3, 5, 5), (2, 1, 1, 5)),
-    "scalar mask": ((3, 4), ()),
-    "mask wider than x": ((5,), (3, 1, 5)),
+MASKS = {  # x's shape, the mask's, whether the mask rows path applies
+    "causal over heads": ((2, 3, 5, 5), (1, 1, 5, 5), True),
+    "no leading ones": ((2, 3, 5, 5), (5, 5), True),
+    "full shape": ((4, 6), (4, 6), True),
+    "scalar mask": ((3, 4), (), True),
+    "padding (the reference's copy)": ((2, 3, 5, 5), (2, 1, 1, 5), False),
+    "mask wider than x": ((5,), (3, 1, 5), False),
 }
 
 
+@needs(fast.MaskedFillRows)
 @pytest.mark.parametrize("case", list(MASKS))
 @pytest.mark.parametrize("value", [float("-inf"), 0.25])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])  # float16: NumPy's copy
-def test_masked_fill_paths_match_numpy_where(monkeypatch, case, value, dtype):
-    x_shape, mask_shape = MASKS[case]
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])  # float16: reference
+def test_masked_fill_paths_match_numpy_where(case, value, dtype):
+    x_shape, mask_shape, rows = MASKS[case]
     rng = np.random.default_rng(6)
     x = rng.standard_normal(x_shape).astype(dtype)
     mask = rng.random(mask_shape) < 0.4
@@ -51,11 +38,14 @@ def test_masked_fill_paths_match_numpy_where(monkeypatch, case, value, dtype):
     while dwant.ndim > x.ndim:
         dwant = dwant.sum(0)
     dwant = dwant.sum(tuple(i for i, n in enumerate(x_shape) if n == 1), keepdims=True)
-    compiled = _fill(x, mask, value, g)
-    monkeypatch.setattr(elementwise, "kernel", lambda name: None)
-    plain = _fill(x, mask, value, g)
+    fn = lambda t: t.masked_fill(lw.tensor(mask), value)
+    with dispatch.forced(dispatch.REFERENCE):
+        reference = outputs_and_grads(fn, [x], g)
+    with dispatch.forced(fast.MaskedFillRows) as uses:
+        through_rows = outputs_and_grads(fn, [x], g)
+    assert bool(uses.count) == (rows and dtype != np.float16)
     tol = 1e-3 if dtype == np.float16 else 1e-6
-    for got in (compiled, plain):
+    for got in (through_rows, reference):
         assert got[0].dtype == dtype and got[0].shape == out_shape
         np.testing.assert_array_equal(got[0], want)
         np.testing.assert_allclose(got[1], dwant, rtol=tol, atol=tol)
@@ -91,3 +81,39 @@ def test_masked_fill_bad_masks_give_one_line_errors(mask, kind, quoted):
         x.masked_fill(lw.tensor(mask), 1.0)
     message = str(err.value)
     assert "\n" not in message and quoted in message and "masked_fill" in message
+
+
+@needs(fast.PowerAsProducts)
+@pytest.mark.parametrize("exponent", [3, 4, 3.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_powers_as_products_match_the_reference_and_float64_with_special_values(exponent, dtype):
+    x = np.concatenate([np.linspace(-3, 3, 61), [0.0, -0.0, np.inf, -np.inf, np.nan, 1e20]])
+    x = x.astype(dtype)
+    x64 = x.astype(np.float64)
+    p = int(exponent)
+    # 1e20 ** 3 overflows float32 to inf, as powf does; inf - inf in the probe's sum
+    with np.errstate(over="ignore", invalid="ignore"):
+        got, reference = path_and_reference(fast.PowerAsProducts, lambda t: t ** exponent, [x],
+                                            np.ones_like(x))
+        want = [(x64 ** p).astype(dtype), (p * x64 ** (p - 1)).astype(dtype)]
+    for a, b, w in zip(got, reference, want):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(w))
+        np.testing.assert_allclose(a, w, rtol=4 * np.finfo(dtype).eps, atol=0)
+        np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert np.signbit(got[0][-5]) == (p % 2 == 1)  # (-0) ** 3 is -0, (-0) ** 4 is +0
+
+
+@pytest.mark.parametrize("dtype, exponent, fast_path", [
+    (np.float32, 3, True), (np.float16, 4, True), (np.float64, 3.0, True),
+    (np.float32, 2, False), (np.float32, 5, False), (np.float32, 2.5, False),
+    (np.float32, True, False), (np.int64, 3, False)])
+def test_powers_as_products_run_only_for_floats_cubed_or_to_the_fourth(dtype, exponent,
+                                                                        fast_path):
+    x = np.arange(1, 5).astype(dtype)
+    with dispatch.traced() as calls:
+        out = (lw.tensor(x) ** exponent).numpy()
+    (call,) = [c for c in calls if c[0] is PowScalar]
+    chosen = dispatch.choose(*call)
+    assert chosen is (fast.PowerAsProducts if fast_path else PowScalar)
+    np.testing.assert_allclose(out, x.astype(np.float64) ** exponent, rtol=1e-6)

@@ -1,66 +1,75 @@
-"""The numba kernels against the NumPy forms they replace (kernels.py), in float64 and float32.
+"""The layer norm's compiled rows (layerwise/ops/fast/norm.py) against the reference op and
+float64, and where dispatch chooses them.
 
-The op harness already checks these ops against NumPy float64 and finite differences with
-whichever path is active; here both paths run on the same inputs, so a kernel that drifts
-from its NumPy form is caught even where the harness's tolerances would let it through.
-"""
-
-import os
-import subprocess
-import sys
+The op harness (tests/ops/test_attention_cases.py) already runs the path on its layer-norm
+cases; here the inputs are larger, far from zero and include a constant row, and the
+tolerances are the fast-path ones of tests/ops/fast/common.py."""
 
 import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.ops import activation, norm
-from layerwise.ops.fast import kernels
+import layerwise.nn.functional as F
+from layerwise.autograd import dispatch
+from layerwise.ops.fast.norm import LayerNormCompiledRows
+from layerwise.ops.norm import LayerNormFunction
+from tests.ops.fast.common import assert_close, needs, path_and_reference
 
-pytestmark = pytest.mark.skipif(kernels.kernel("layer_norm_forward") is None,
-                                reason="numba is not installed")
+pytestmark = needs(LayerNormCompiledRows)
 
-TOL = {np.float64: 1e-12, np.float32: 2e-5}
-
-
-def _run(fn, arrays, probe):
-    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*tensors)
-    (out * lw.tensor(probe)).sum().backward()
-    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
-
-
-def _both_paths(monkeypatch, module, fn, arrays, probe):
-    compiled = _run(fn, arrays, probe)
-    monkeypatch.setattr(module, "kernel", lambda name: None)
-    plain = _run(fn, arrays, probe)
-    monkeypatch.undo()
-    return compiled, plain
+AFFINES = ["none", "weight", "weight_bias"]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("affine", ["none", "weight", "weight_bias"])
-def test_layer_norm_kernels_match_numpy(monkeypatch, dtype, affine):
+@pytest.mark.parametrize("affine", AFFINES)
+def test_compiled_rows_match_the_reference(dtype, affine):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((5, 7, 19)) * 3 + 1).astype(dtype)
-    params = [rng.standard_normal(19).astype(dtype) for _ in range(("none", "weight",
-                                                                      "weight_bias").index(affine))]
+    params = [rng.standard_normal(19).astype(dtype) for _ in range(AFFINES.index(affine))]
     probe = rng.standard_normal(x.shape).astype(dtype)
-    fn = lambda a, *p: lw.nn.functional.layer_norm(a, (19,), *p)  # noqa: E731
-    compiled, plain = _both_paths(monkeypatch, norm, fn, [x, *params], probe)
-    for a, b in zip(compiled, plain):
-        assert a.dtype == dtype
-        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+    got, reference = path_and_reference(
+        LayerNormCompiledRows, lambda a, *p: F.layer_norm(a, (19,), *p), [x, *params], probe)
+    assert [a.dtype for a in got] == [dtype] * len(got)
+    assert_close(got, reference, dtype)
 
 
-def test_layer_norm_kernel_sums_in_float32_stay_accurate():
+def test_compiled_rows_normalise_over_two_dims():
+    """normalized_shape (3, 4): rows of 12 values, weight and bias (3, 4), against float64."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 3, 4))
+    weight, bias = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    probe = rng.standard_normal(x.shape)
+    got, reference = path_and_reference(
+        LayerNormCompiledRows, lambda a, w, b: F.layer_norm(a, (3, 4), w, b, eps=1e-3),
+        [x, weight, bias], probe)
+    assert_close(got, reference, np.float64)
+    x64 = x.reshape(6, 12)
+    want = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(got[0], want.reshape(x.shape) * weight + bias, atol=1e-12)
+
+
+def test_float32_sums_stay_accurate_on_rows_far_from_zero_and_a_constant_row():
     """The kernel sums float32 rows in float32: rows far from zero (mean 1000, std 0.1) and a
     constant row (variance 0, so 1/std = 1/sqrt(eps)) against float64."""
     rng = np.random.default_rng(9)
     x = (1000 + 0.1 * rng.standard_normal((4, 256))).astype(np.float32)
     x[2] = 7.5
-    out = lw.nn.functional.layer_norm(lw.tensor(x), (256,), eps=1e-5).numpy()
+    with dispatch.forced(LayerNormCompiledRows) as uses, lw.no_grad():
+        out = F.layer_norm(lw.tensor(x), (256,), eps=1e-5).numpy()
+    assert uses.count == 1
     x64 = x.astype(np.float64)
     want = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, want, atol=2e-3)  # float32 inputs near 1000: ulp 6e-5
     np.testing.assert_array_equal(out[2], 0)
+
+
+@pytest.mark.parametrize("dtype, fast", [(np.float32, True), (np.float64, True),
+                                         (np.float16, False)])
+def test_dispatch_chooses_the_compiled_rows_for_float32_and_float64_only(dtype, fast):
+    norm = lw.nn.LayerNorm(8).to(getattr(lw, np.dtype(dtype).name))
+    x = lw.tensor(np.random.default_rng(2).standard_normal((3, 8)).astype(dtype))
+    with dispatch.traced() as calls:
+        norm(x)
+    chosen = [dispatch.choose(*call) for call in calls if call[0] is LayerNormFunction]
+    assert chosen == [LayerNormCompiledRows if fast else LayerNormFunction]

@@ -1,77 +1,23 @@
-"""The numba kernels against the NumPy forms they replace (kernels.py), in float64 and float32.
-
-The op harness already checks these ops against NumPy float64 and finite differences with
-whichever path is active; here both paths run on the same inputs, so a kernel that drifts
-from its NumPy form is caught even where the harness's tolerances would let it through.
-"""
-
-import os
-import subprocess
-import sys
+"""The fast paths of softmax and log_softmax (layerwise/ops/fast/reduce.py) against their
+reference ops and float64, on rows with the special values, and where dispatch chooses them.
+(The in-place softmax kernels of the attention are tested in test_attention.py.)"""
 
 import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.ops import activation, norm
-from layerwise.ops.fast import kernels
-
-pytestmark = pytest.mark.skipif(kernels.kernel("layer_norm_forward") is None,
-                                reason="numba is not installed")
-
-TOL = {np.float64: 1e-12, np.float32: 2e-5}
+from layerwise.autograd import dispatch
+from layerwise.ops.fast import reduce as fast
+from layerwise.ops.reduce import LogSoftmax, Softmax
+from tests.ops.fast.common import needs, path_and_reference
 
 
-def _run(fn, arrays, probe):
-    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*tensors)
-    (out * lw.tensor(probe)).sum().backward()
-    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
-
-
-def _both_paths(monkeypatch, module, fn, arrays, probe):
-    compiled = _run(fn, arrays, probe)
-    monkeypatch.setattr(module, "kernel", lambda name: None)
-    plain = _run(fn, arrays, probe)
-    monkeypatch.undo()
-    return compiled, plain
-
-from scipy.special import erfc
-from layerwise.ops import elementwise, reduce
-EPS32 = float(np.finfo(np.float32).eps)
-
-
-def test_softmax_kernels_match_float64_with_masked_and_nan_rows(monkeypatch):
-    from layerwise.ops import attention
-
-    rng = np.random.default_rng(4)
-    s = (rng.standard_normal((6, 50)) * 8).astype(np.float32)
-    s[1, 30:] = -np.inf  # a causally masked row
-    s[2] = -np.inf  # nothing to attend: zeros
-    s[3, 7] = np.nan  # NaN spreads over its row, as in NumPy
-    s[4, 3] = np.inf
-    compiled = attention._softmax_rows_(s.copy())
-    monkeypatch.setattr(attention, "kernel", lambda name: None)
-    with np.errstate(invalid="ignore"):  # the inf row: inf * 0 in NumPy's form
-        plain = attention._softmax_rows_(s.copy())
-    np.testing.assert_array_equal(np.isnan(compiled), np.isnan(plain))
-    ok = ~np.isnan(plain)
-    np.testing.assert_allclose(compiled[ok], plain[ok], rtol=2e-6, atol=1e-7)
-    x = s[[0, 1, 5]].astype(np.float64)
-    exact = np.exp(x - x.max(1, keepdims=True))
-    exact /= exact.sum(1, keepdims=True)
-    np.testing.assert_allclose(compiled[[0, 1, 5]], exact, rtol=2e-6, atol=1e-9)
-    assert not compiled[2].any()
-
-    dp = rng.standard_normal(s.shape).astype(np.float32)
-    p = plain.copy()
-    p[3:5] = 0.1
-    monkeypatch.undo()
-    got = attention._softmax_backward_(dp.copy(), p)
-    p64 = p.astype(np.float64)
-    exact = p64 * (dp - (dp * p64).sum(1, keepdims=True))
-    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6)
-
+def _chosen(fn, x):
+    """The class dispatch picks for the softmax call ``fn(x)`` makes, with no graph."""
+    with dispatch.traced() as calls:
+        fn(lw.tensor(x))
+    (call,) = [c for c in calls if c[0] in (Softmax, LogSoftmax)]
+    return dispatch.choose(*call)
 
 
 def _scores():
@@ -87,27 +33,24 @@ def _scores():
     return s
 
 
-def _run(fn, x, g):
-    t = lw.tensor(x, requires_grad=True)
-    out = fn(t)
-    out.backward(lw.tensor(g))
-    return out.detach().numpy(), t.grad.numpy()
+PATHS = {"softmax": (fast.SoftmaxRows, lambda a: lw.softmax(a, dim=-1)),
+         "log_softmax": (fast.LogSoftmaxRows, lambda a: a.log_softmax(-1))}
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_softmax_kernels_match_the_numpy_form_and_float64(monkeypatch, name):
+@pytest.mark.parametrize("name", list(PATHS))
+def test_row_kernels_match_the_reference_and_float64(name):
+    path, fn = PATHS[name]
+    if not path.available():
+        pytest.skip("numba is not installed")
     s = _scores()
     g = np.random.default_rng(4).standard_normal(s.shape).astype(np.float32)
-    fn = (lambda a: lw.softmax(a, dim=-1)) if name == "softmax" else (lambda a: a.log_softmax(-1))
-    compiled = _run(fn, s, g)
-    monkeypatch.setattr(reduce, "kernel", lambda name: None)
     with np.errstate(invalid="ignore"):  # -inf - -inf and inf - inf: NaN rows in both forms
-        plain = _run(fn, s, g)
-    for a, b in zip(compiled, plain):
+        got, reference = path_and_reference(path, fn, [s], g)
+    for a, b in zip(got, reference):
         assert a.dtype == np.float32
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         np.testing.assert_allclose(a, b, rtol=4e-6, atol=1e-6)
-    assert np.isnan(compiled[0][0, 1, :4]).all() and not np.isnan(compiled[0][0, 1, 4:]).any()
+    assert np.isnan(got[0][0, 1, :4]).all() and not np.isnan(got[0][0, 1, 4:]).any()
 
     x = s[1].astype(np.float64)  # finite rows against float64
     shifted = x - x.max(-1, keepdims=True)
@@ -118,29 +61,26 @@ def test_softmax_kernels_match_the_numpy_form_and_float64(monkeypatch, name):
         want, dwant = p, p * (gx - (gx * p).sum(-1, keepdims=True))
     else:
         want, dwant = log_p, gx - np.exp(log_p) * gx.sum(-1, keepdims=True)
-    np.testing.assert_allclose(compiled[0][1], want, rtol=2e-6, atol=1e-6)
-    np.testing.assert_allclose(compiled[1][1], dwant, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[0][1], want, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(got[1][1], dwant, rtol=1e-5, atol=1e-6)
 
 
-def test_softmax_kernel_takes_a_transposed_input_and_leaves_other_dims_to_numpy(monkeypatch):
+@needs(fast.SoftmaxRows)
+def test_softmax_rows_take_a_transposed_input_and_leave_other_dims_to_the_reference():
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((9, 4)) * 3).astype(np.float32)
     g = rng.standard_normal((4, 9)).astype(np.float32)
-    used = []
-    real = reduce.kernel
-    monkeypatch.setattr(reduce, "kernel", lambda name: used.append(name) or real(name))
-    out, dx = _run(lambda a: lw.softmax(a.T, dim=1), x, g.T.copy().T)  # rows not contiguous
-    assert used == ["softmax_rows_into", "softmax_backward_rows_into"]
+    t = lw.tensor(x, requires_grad=True)
+    out = lw.softmax(t.T, dim=1)  # rows not contiguous
+    assert type(out._ctx) is fast.SoftmaxRows
+    out.backward(lw.tensor(g.T.copy().T))  # nor the gradient's
     x64 = x.T.astype(np.float64)
     p = np.exp(x64 - x64.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    np.testing.assert_allclose(out, p, rtol=2e-6, atol=1e-7)
-    np.testing.assert_allclose(dx, (p * (g - (g * p).sum(1, keepdims=True))).T, rtol=1e-5,
-                               atol=1e-6)
-    used.clear()
-    lw.softmax(lw.tensor(x), dim=0)  # not the last dim: the NumPy form
-    lw.log_softmax(lw.tensor(x.astype(np.float64)), dim=-1)  # float64: the NumPy form
-    assert used == []
-
-
-# --- masked_fill ------------------------------------------------------------------------------
+    np.testing.assert_allclose(out.detach().numpy(), p, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(t.grad.numpy(), (p * (g - (g * p).sum(1, keepdims=True))).T,
+                               rtol=1e-5, atol=1e-6)
+    assert _chosen(lambda a: lw.softmax(a, dim=0), x) is Softmax  # not the last dim
+    assert _chosen(lambda a: lw.log_softmax(a, dim=-1), x.astype(np.float64)) is LogSoftmax
+    assert _chosen(lambda a: lw.log_softmax(a, dim=-1), x) is fast.LogSoftmaxRows
+    assert _chosen(lambda a: lw.softmax(a, dim=-1), np.ones((0, 4), np.float32)) is Softmax

@@ -1,209 +1,127 @@
-"""The numba kernels against the NumPy forms they replace (kernels.py), in float64 and float32.
+"""The LSTM's compiled cells (layerwise/ops/fast/rnn.py) against the reference op, where
+dispatch chooses them, and their gates on inf, -inf and NaN.
 
-The op harness already checks these ops against NumPy float64 and finite differences with
-whichever path is active; here both paths run on the same inputs, so a kernel that drifts
-from its NumPy form is caught even where the harness's tolerances would let it through.
-"""
-
-import os
-import subprocess
-import sys
+The op harness (tests/ops/test_rnn_cases.py) runs the path on every LSTM case; here the
+layers are stacked and bidirectional with initial states and inputs large enough to saturate
+some gates, and every parameter's gradient is compared too."""
 
 import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.ops import activation, norm
-from layerwise.ops.fast import kernels
+from layerwise.autograd import dispatch
+from layerwise.ops.fast.rnn import LSTMCompiledCells
+from layerwise.ops.rnn import LSTMFunction
+from tests.ops.fast.common import TOL, needs
 
-pytestmark = pytest.mark.skipif(kernels.kernel("layer_norm_forward") is None,
-                                reason="numba is not installed")
-
-TOL = {np.float64: 1e-12, np.float32: 2e-5}
-
-
-def _run(fn, arrays, probe):
-    tensors = [lw.tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*tensors)
-    (out * lw.tensor(probe)).sum().backward()
-    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+pytestmark = needs(LSTMCompiledCells)
 
 
-def _both_paths(monkeypatch, module, fn, arrays, probe):
-    compiled = _run(fn, arrays, probe)
-    monkeypatch.setattr(module, "kernel", lambda name: None)
-    plain = _run(fn, arrays, probe)
-    monkeypatch.undo()
-    return compiled, plain
+def _outputs_and_grads(model, forward, arrays, probe):
+    """forward(*tensors) -> (out, c_n); returns out, c_n and the gradients of the arrays and of
+    every parameter of ``model``."""
+    for p in model.parameters():
+        p.grad = None
+    tensors = [lw.tensor(a, requires_grad=np.issubdtype(a.dtype, np.floating)) for a in arrays]
+    out, c_n = forward(*tensors)
+    ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
+    grads = [t.grad.numpy() for t in tensors if t.requires_grad]
+    return ([out.detach().numpy(), c_n.detach().numpy()] + grads
+            + [p.grad.numpy() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def _path_and_reference(model, forward, arrays, probe):
+    with dispatch.forced(dispatch.REFERENCE):
+        reference = _outputs_and_grads(model, forward, arrays, probe)
+    with dispatch.forced(LSTMCompiledCells) as uses:
+        got = _outputs_and_grads(model, forward, arrays, probe)
+    return got, reference, uses.count
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_lstm_cell_kernels_match_numpy(monkeypatch, dtype, bidirectional, batch_first):
-    """The backward cell kernel (any dtype) and the float32 forward one (its own sigmoid and
-    tanh on exp_f32) against the NumPy loop: outputs, the final states and every gradient,
-    with initial states and inputs large enough to saturate some gates."""
-    from layerwise.ops import rnn
-
+def test_compiled_cells_match_the_reference(bidirectional, batch_first):
+    """Outputs, the final cell state and every gradient (input, initial states, weights and
+    biases of both layers) of a two-layer float32 LSTM."""
     rng = np.random.default_rng(2)
     lw.manual_seed(0)
     lstm = lw.nn.LSTM(5, 6, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
-    if dtype == np.float64:
-        lstm = lstm.double()
-    x = (rng.standard_normal((3, 7, 5)) * 4).astype(dtype)
     directions = 2 if bidirectional else 1
-    h0, c0 = (rng.standard_normal((2 * directions, 3 if batch_first else 7, 6)).astype(dtype)
-              for _ in range(2))
-    probe = rng.standard_normal((3, 7, 6 * directions)).astype(dtype)
-    results = []
-    for patched in (False, True):
-        if patched:
-            monkeypatch.setattr(rnn, "kernel", lambda name: None)
-        for p in lstm.parameters():
-            p.grad = None
-        tensors = [lw.tensor(a, requires_grad=True) for a in (x, h0, c0)]
-        out, (h_n, c_n) = lstm(tensors[0], (tensors[1], tensors[2]))
-        ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
-        results.append([out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()]
-                       + [t.grad.numpy() for t in tensors]
-                       + [p.grad.numpy() for p in lstm.parameters()])
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+    x = (rng.standard_normal((3, 7, 5)) * 4).astype(np.float32)  # saturates some gates
+    batch = 3 if batch_first else 7
+    h0, c0 = (rng.standard_normal((2 * directions, batch, 6)).astype(np.float32) for _ in "hc")
+    probe = rng.standard_normal((3, 7, 6 * directions)).astype(np.float32)
+
+    def forward(x, h0, c0):
+        out, (_, c_n) = lstm(x, (h0, c0))
+        return out, c_n
+
+    got, reference, uses = _path_and_reference(lstm, forward, [x, h0, c0], probe)
+    assert uses == 2 * directions  # every layer and direction ran the compiled cells
+    assert len(got) == 5 + len(list(lstm.parameters()))
+    for i, (a, b) in enumerate(zip(got, reference)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, **TOL[np.float32], err_msg=f"result {i}")
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_lstm_reading_table_rows_matches_numpy_and_the_gathered_sequence(monkeypatch,
-                                                                         batch_first):
-    """float32, index=: the compiled loop reading each step's rows from the projected table,
-    against the NumPy loop on the same call and against the layer run on the gathered rows
-    (embedding, then the projection): outputs, final states and every gradient, the table's
-    included (token ids repeat, and row 0 is never read)."""
-    from layerwise.ops import rnn
-
+def test_a_users_embedding_then_lstm_reaches_the_compiled_cells():
+    """Embedding -> LSTM(batch_first=True), as a PyTorch user writes a language model: both
+    layers run the compiled cells without forcing, and forced against the reference the
+    outputs and gradients agree, the embedding table's included (token ids repeat, and row 0
+    is never read, so its gradient stays zero)."""
     rng = np.random.default_rng(4)
     lw.manual_seed(0)
-    lstm = lw.nn.LSTM(5, 6, num_layers=2, batch_first=batch_first, bidirectional=True)
-    table = (rng.standard_normal((9, 5)) * 3).astype(np.float32)
-    index = rng.integers(1, 9, (3, 7))  # (B, T) or (T, B): 21 draws from 8 rows
-    h0, c0 = (rng.standard_normal((4, 7 if not batch_first else 3, 6)).astype(np.float32)
-              for _ in range(2))
-    probe = rng.standard_normal((3, 7, 12)).astype(np.float32)
-    results = []
-    for way in ("compiled", "numpy", "gathered"):
-        monkeypatch.setattr(rnn, "kernel",
-                            (lambda name: None) if way == "numpy" else kernels.kernel)
-        for p in lstm.parameters():
-            p.grad = None
-        tensors = [lw.tensor(a, requires_grad=True) for a in (table, h0, c0)]
-        if way == "gathered":
-            x = lw.nn.functional.embedding(lw.tensor(index), tensors[0])
-            out, (h_n, c_n) = lstm(x, (tensors[1], tensors[2]))
-        else:
-            out, (h_n, c_n) = lstm(lstm.project_input(tensors[0]), (tensors[1], tensors[2]),
-                                   projected=True, index=index)
-        ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
-        results.append([out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()]
-                       + [t.grad.numpy() for t in tensors]
-                       + [p.grad.numpy() for p in lstm.parameters()])
-    assert not results[0][3][0].any()  # the table row no step reads
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_allclose(a, b, rtol=TOL[np.float32], atol=TOL[np.float32])
+    embedding, lstm = lw.nn.Embedding(9, 5), lw.nn.LSTM(5, 6, num_layers=2, batch_first=True)
+    ids = rng.integers(1, 9, (3, 7))  # (B, T): 21 draws from 8 rows
+
+    def forward(ids):
+        out, (_, c_n) = lstm(embedding(ids))
+        return out, c_n
+
+    with dispatch.traced() as calls:
+        forward(lw.tensor(ids))
+    lstm_calls = [call for call in calls if call[0] is LSTMFunction]
+    assert [dispatch.choose(*call) for call in lstm_calls] == [LSTMCompiledCells] * 2
+
+    class Both(lw.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.lstm = embedding, lstm
+
+    probe = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    got, reference, uses = _path_and_reference(Both(), forward, [ids], probe)
+    assert uses == 2
+    table_grad = got[2]
+    assert table_grad.shape == (9, 5) and not table_grad[0].any()
+    for i, (a, b) in enumerate(zip(got, reference)):
+        np.testing.assert_allclose(a, b, **TOL[np.float32], err_msg=f"result {i}")
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype, fast", [(np.float32, True), (np.float64, False)])
+def test_dispatch_chooses_the_compiled_cells_for_float32_only(dtype, fast):
+    """The forward cell is float32 only (its sigmoid and tanh are on vecmath's exp_f32)."""
+    lstm = lw.nn.LSTM(4, 3).to(getattr(lw, np.dtype(dtype).name))
+    x = lw.tensor(np.random.default_rng(0).standard_normal((5, 2, 4)).astype(dtype))
+    with dispatch.traced() as calls:
+        lstm(x)
+    chosen = [dispatch.choose(*call) for call in calls if call[0] is LSTMFunction]
+    assert chosen == [LSTMCompiledCells if fast else LSTMFunction]
+
+
 @pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("table", [False, True])
-@pytest.mark.usefixtures("two_blas_threads")
-def test_lstm_in_two_halves_of_the_batch_matches_one_loop(monkeypatch, dtype, batch_first,
-                                                          table):
-    """The compiled loops over two halves of an odd batch (2 and 3 rows) against one loop over
-    all 5: outputs, final states and every gradient, both directions; float64 runs only the
-    backward kernel in halves. A spy checks that the halves really ran."""
-    from layerwise.backend import threads
-    from layerwise.ops import rnn
-
-    if table and dtype == np.float64:
-        pytest.skip("the table path is the float32 model's")
-    rng = np.random.default_rng(5)
-    lw.manual_seed(0)
-    lstm = lw.nn.LSTM(4, 6, num_layers=2, batch_first=batch_first, bidirectional=True)
-    if dtype == np.float64:
-        lstm = lstm.double()
-    batch, steps = 5, 7
-    shape = (batch, steps) if batch_first else (steps, batch)
-    index = rng.integers(0, 9, shape)
-    source = (rng.standard_normal((9, 4) if table else shape + (4,)) * 3).astype(dtype)
-    h0, c0 = (rng.standard_normal((4, batch, 6)).astype(dtype) for _ in range(2))
-    probe = rng.standard_normal(shape + (12,)).astype(dtype)
-    pairs = []
-    real_run_pair = threads.run_pair
-
-    def spy(first, second):
-        pairs.append(1)
-        return real_run_pair(first, second)
-
-    monkeypatch.setattr(threads, "run_pair", spy)
-    results = []
-    for halves in (False, True):
-        monkeypatch.setattr(rnn, "MIN_BATCH_IN_HALVES", 2 if halves else 10**9)
-        monkeypatch.setattr(rnn, "MIN_WORK_IN_HALVES", 0)
-        for p in lstm.parameters():
-            p.grad = None
-        tensors = [lw.tensor(a, requires_grad=True) for a in (source, h0, c0)]
-        state = (tensors[1], tensors[2])
-        if table:
-            out, (h_n, c_n) = lstm(lstm.project_input(tensors[0]), state, projected=True,
-                                   index=index)
-        else:
-            out, (h_n, c_n) = lstm(tensors[0], state)
-        ((out * lw.tensor(probe)).sum() + c_n.sum()).backward()
-        results.append([out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()]
-                       + [t.grad.numpy() for t in tensors]
-                       + [p.grad.numpy() for p in lstm.parameters()])
-    # two layers by two directions: each backward loop in halves, and in float32 each forward
-    assert len(pairs) == (8 if dtype == np.float32 else 4)
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
-
-
-def test_lstm_forward_kernel_gates_at_the_extremes():
-    """The compiled gates on inf, -inf and NaN pre-activations: sigmoid 1, 0, NaN and tanh 1,
-    -1, NaN, as NumPy's 0.5 tanh(0.5 a) + 0.5 and tanh give."""
-    kernel = kernels.kernel("lstm_cell_forward_f32")
+def test_compiled_gates_at_the_extremes(batch_first):
+    """inf, -inf and NaN pre-activations in every gate: sigmoid 1, 0, NaN and tanh 1, -1, NaN,
+    as the reference's 0.5 tanh(0.5 a) + 0.5 and tanh give. With c_0 = 1 that makes
+    c = f c_0 + i g = (2, 0, NaN) and h = o tanh(c) = (tanh 2, 0, NaN)."""
     h = 3
-    extremes = np.array([np.inf, -np.inf, np.nan], np.float32)
-    hw = np.zeros((1, 4 * h), np.float32)
-    for gate in range(4):
-        hw[0, gate * h:(gate + 1) * h] = extremes
-    acts, c, tanh_c = np.empty((1, 4 * h), np.float32), *np.empty((2, 1, h), np.float32)
-    out = np.empty((1, 1, h), np.float32)
-    kernel(hw, 0, np.zeros((1, 4 * h), np.float32), np.zeros((1, 1), np.intp), 0, True,
-           np.ones((1, h), np.float32), acts, c, tanh_c, out)
-    sigmoid, tanh = [1, 0, np.nan], [1, -1, np.nan]
-    np.testing.assert_array_equal(acts[0], sigmoid + sigmoid + tanh + sigmoid)
-    np.testing.assert_array_equal(c[0], [1 + 1, 0 + 0, np.nan])  # f c_prev + i g
-    np.testing.assert_allclose(out[0, 0], [np.tanh(2), 0, np.nan], rtol=0, atol=2e-7)
-
-
-POOL_CASES = [
-    dict(kernel_size=2),
-    dict(kernel_size=2, padding=1, ceil_mode=True),  # 2x2/2 windows over -inf padding
-    dict(kernel_size=3, stride=2, padding=1),
-    dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
-    dict(kernel_size=2, stride=3),  # disjoint windows with gaps between them
-    dict(kernel_size=2, stride=4, dilation=2, padding=1),
-]
-
-
-
-@pytest.mark.parametrize("shape", [(1024, 32), (37, 5), (16, 3), (5, 16), (0, 4), (4, 0)])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_transpose_kernel_matches_numpy(shape, dtype):
-    """The tiled transposition (the LSTM's hidden product) on whole tiles of sixteen rows, a
-    remainder, only a remainder, and empty arrays."""
-    src = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    dst = np.full(shape[::-1], np.nan, dtype)
-    kernels.kernel("transpose_into")(src, dst)
-    np.testing.assert_array_equal(dst, src.T)
+    xw = np.tile(np.array([np.inf, -np.inf, np.nan], np.float32), 4).reshape(1, 1, 4 * h)
+    arrays = [xw, np.zeros((1, h), np.float32), np.ones((1, h), np.float32),
+              np.zeros((4 * h, h), np.float32)]
+    results = []
+    for path in (dispatch.REFERENCE, LSTMCompiledCells):
+        with dispatch.forced(path), lw.no_grad():
+            packed = LSTMFunction.apply(*[lw.tensor(a) for a in arrays], batch_first=batch_first)
+        results.append(packed.numpy())
+    expected = [np.tanh(2), 0, np.nan, 2, 0, np.nan]  # h_1, then c_1
+    for packed in results:
+        np.testing.assert_allclose(packed, expected, rtol=0, atol=2e-7)
