@@ -7,7 +7,7 @@ Per channel c (dim 1), over every other dim:
               number of values per channel;
     eval:     the same with running_mean / running_var in place of the batch statistics.
 
-One fused node. Composed from ops, the training forward is ~10 nodes (mean, subtract, square,
+One fused node (ops/norm.py's BatchNorm). Composed from ops, the training forward is ~10 nodes (mean, subtract, square,
 mean, add, rsqrt, multiply, multiply, add) that save several full-size arrays; the fused
 backward needs only x_hat and 1/std and two per-channel reductions:
     dx = weight / std * (g - mean(g) - x_hat * mean(g * x_hat)).
@@ -18,75 +18,11 @@ composed; (64, 64, 7, 7) ~1.1 ms vs ~2.1 ms.
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd import recording
-from layerwise.autograd.function import Function
+from layerwise.ops.norm import BatchNorm
 from layerwise.nn import init
 from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
 from layerwise.autograd.tensor import Tensor, check_tensor
-
-
-class BatchNorm(Function):
-    """Normalise x per channel, then scale and shift. In training (``stats`` None) the batch
-    statistics are used and the gradient flows through them too; ``running`` =
-    (running_mean, running_var, momentum) are then updated in place, as PyTorch's kernel does.
-    In eval, ``stats`` = the (mean, var) Tensors are constants."""
-
-    def forward(self, x, *affine, axes, eps, has_weight, has_bias, stats=None, running=None):
-        shape = [1] * x.ndim
-        shape[1] = x.shape[1]  # per-channel arrays broadcast as (1, C, 1, ...)
-        if stats is None:
-            mean = x.mean(axis=axes, keepdims=True)
-            centred = x - mean
-            var = xp.mean(centred * centred, axis=axes, keepdims=True)  # biased
-            if running is not None:
-                running_mean, running_var, momentum = running
-                n = x.size // x.shape[1]
-                _update_running(running_mean, mean.reshape(-1), momentum)
-                _update_running(running_var, var.reshape(-1) * (n / (n - 1)), momentum)  # unbiased
-        else:
-            # Tensors, read here: lw.compile replays the op with the buffers' current data
-            mean, var = (s.data.reshape(shape).astype(x.dtype, copy=False) for s in stats)
-            centred = x - mean
-        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
-        x_hat = centred * invstd
-        weight = affine[0].reshape(shape) if has_weight else None
-        out = x_hat * weight if has_weight else x_hat.copy()
-        if has_bias:
-            out += affine[-1].reshape(shape)
-        if self.needs_input_grad:
-            self.x_hat, self.invstd, self.weight, self.axes = x_hat, invstd, weight, axes
-            self.has, self.batch = (has_weight, has_bias), stats is None
-        return out
-
-    def backward(self, g):
-        axes, x_hat = self.axes, self.x_hat
-        needs = self.needs_input_grad
-        g_bias = g.sum(axis=axes, keepdims=True)  # (1, C, 1, ...)
-        g_weight = (g * x_hat).sum(axis=axes, keepdims=True)
-        gx = None
-        if needs[0]:
-            scale = self.invstd if self.weight is None else self.weight * self.invstd
-            if self.batch:  # the batch statistics depend on x as well
-                n = x_hat.size // x_hat.shape[1]
-                gx = scale * (g - g_bias / n - x_hat * (g_weight / n))
-            else:
-                gx = g * scale
-        grads = [gx]
-        if self.has[0]:
-            grads.append(g_weight.reshape(-1))
-        if self.has[1]:
-            grads.append(g_bias.reshape(-1))
-        return tuple(grads)
-
-
-def _update_running(running, batch_value, momentum):
-    """running <- (1 - momentum) * running + momentum * batch_value, in place when possible
-    (so tensors from an earlier state_dict() see the update, as in PyTorch)."""
-    new = (1 - momentum) * running.data + momentum * batch_value
-    if getattr(running.data, "flags", None) is not None and running.data.flags.writeable:
-        running.data[...] = new
-    else:
-        running.data = new.astype(running.dtype)
 
 
 def _count_batch(counter):

@@ -1,4 +1,5 @@
-"""Layer normalisation (Ba et al. 2016) and RMS normalisation (Zhang & Sennrich 2019).
+"""Layer normalisation (Ba et al. 2016), RMS normalisation (Zhang & Sennrich 2019) and the
+batch normalisation op (Ioffe & Szegedy 2015; its layers are in nn/batchnorm.py).
 
 Each is one Function. Composed from mean, sub, mul, rsqrt, mul, add, a layer norm is about
 ten graph nodes saving as many arrays; as one, it saves x_hat (the normalised input) and one
@@ -113,3 +114,67 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     eps = float(xp.finfo(input.dtype).eps) if eps is None else float(eps)
     params = (weight,) if weight is not None else ()
     return RMSNormFunction.apply(input, *params, n_dims=len(shape), eps=eps)
+
+
+class BatchNorm(Function):
+    """Normalise x per channel, then scale and shift. In training (``stats`` None) the batch
+    statistics are used and the gradient flows through them too; ``running`` =
+    (running_mean, running_var, momentum) are then updated in place, as PyTorch's kernel does.
+    In eval, ``stats`` = the (mean, var) Tensors are constants."""
+
+    def forward(self, x, *affine, axes, eps, has_weight, has_bias, stats=None, running=None):
+        shape = [1] * x.ndim
+        shape[1] = x.shape[1]  # per-channel arrays broadcast as (1, C, 1, ...)
+        if stats is None:
+            mean = x.mean(axis=axes, keepdims=True)
+            centred = x - mean
+            var = xp.mean(centred * centred, axis=axes, keepdims=True)  # biased
+            if running is not None:
+                running_mean, running_var, momentum = running
+                n = x.size // x.shape[1]
+                update_running(running_mean, mean.reshape(-1), momentum)
+                update_running(running_var, var.reshape(-1) * (n / (n - 1)), momentum)  # unbiased
+        else:
+            # Tensors, read here: lw.compile replays the op with the buffers' current data
+            mean, var = (s.data.reshape(shape).astype(x.dtype, copy=False) for s in stats)
+            centred = x - mean
+        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+        x_hat = centred * invstd
+        weight = affine[0].reshape(shape) if has_weight else None
+        out = x_hat * weight if has_weight else x_hat.copy()
+        if has_bias:
+            out += affine[-1].reshape(shape)
+        if self.needs_input_grad:
+            self.x_hat, self.invstd, self.weight, self.axes = x_hat, invstd, weight, axes
+            self.has, self.batch = (has_weight, has_bias), stats is None
+        return out
+
+    def backward(self, g):
+        axes, x_hat = self.axes, self.x_hat
+        needs = self.needs_input_grad
+        g_bias = g.sum(axis=axes, keepdims=True)  # (1, C, 1, ...)
+        g_weight = (g * x_hat).sum(axis=axes, keepdims=True)
+        gx = None
+        if needs[0]:
+            scale = self.invstd if self.weight is None else self.weight * self.invstd
+            if self.batch:  # the batch statistics depend on x as well
+                n = x_hat.size // x_hat.shape[1]
+                gx = scale * (g - g_bias / n - x_hat * (g_weight / n))
+            else:
+                gx = g * scale
+        grads = [gx]
+        if self.has[0]:
+            grads.append(g_weight.reshape(-1))
+        if self.has[1]:
+            grads.append(g_bias.reshape(-1))
+        return tuple(grads)
+
+
+def update_running(running, batch_value, momentum):
+    """running <- (1 - momentum) * running + momentum * batch_value, in place when possible
+    (so tensors from an earlier state_dict() see the update, as in PyTorch)."""
+    new = (1 - momentum) * running.data + momentum * batch_value
+    if getattr(running.data, "flags", None) is not None and running.data.flags.writeable:
+        running.data[...] = new
+    else:
+        running.data = new.astype(running.dtype)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import layerwise as lw
+import layerwise.nn.functional as F
 from layerwise.ops.conv import conv1d, conv2d
 from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, interpolate, max_pool2d
 from tests.harness import OpCase, harness_tests
@@ -156,7 +157,29 @@ POOL = [((2, 2, 5, 6),), ((1, 3, 7, 7),)]
 # with no graph takes the inference paths, as POOL's (1, 3, 7, 7) and conv2d's (1, 1, 4, 4) do.
 POOL_BATCH_8 = [((8, 2, 4, 6),)]
 
+def np_batch_norm(x, weight=None, bias=None, eps=1e-5):
+    """Training-mode batch norm of (N, C, ...) over every dim but 1, biased variance."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x_hat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    out = x_hat if weight is None else x_hat * weight.reshape(shape)
+    return out if bias is None else out + bias.reshape(shape)
+
+
+def _batch_last(x):
+    """(C, H, W, N) -> an (N, C, H, W) view: batch-last memory, as a compiled conv's output."""
+    return x.permute(3, 0, 1, 2)
+
+
 CASES = [
+    OpCase("batch_norm", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+           np_batch_norm, [((4, 3, 5, 5), (3,), (3,)), ((1, 3, 4, 5), (3,), (3,)), ((6, 2), (2,), (2,))]),
+    OpCase("batch_norm_no_affine", lambda x: F.batch_norm(x, None, None, training=True),
+           np_batch_norm, [((1, 2, 3, 3),), ((3, 2, 4),)]),
+    OpCase("batch_norm_batch_last",
+           lambda x, w, b: F.batch_norm(_batch_last(x), None, None, w, b, training=True),
+           lambda x, w, b: np_batch_norm(x.transpose(3, 0, 1, 2), w, b),
+           [((3, 4, 5, 6), (3,), (3,))]),
     conv_case("conv2d", [((2, 3, 5, 4), (2, 3, 3, 2)), ((1, 1, 4, 4), (3, 1, 1, 1))]),
     conv_case("conv2d_stride_pad", [((2, 2, 6, 5), (3, 2, 3, 3))], stride=2, padding=1),
     conv_case("conv2d_nonsquare", [((1, 2, 7, 5), (2, 2, 3, 2))], stride=(2, 1), padding=(1, 2)),

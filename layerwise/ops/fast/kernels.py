@@ -73,6 +73,9 @@ def preload(dtype="float32"):
     kernel("layer_norm_forward")(m, v, v, v[0], m.copy(), m.copy(), xp.ones((2, 1), dtype))
     kernel("layer_norm_backward")(m, m, xp.ones((2, 1), dtype), v, m.copy(), xp.zeros(4),
                                   xp.zeros(4))
+    kernel("batch_norm_rows_forward")(m, v[:2], v[:2], 1e-5, m.copy(), m.copy(), xp.zeros(2),
+                                      xp.zeros(2))
+    kernel("batch_norm_rows_backward")(m, m, v[:2], True, m.copy(), xp.zeros(2), xp.zeros(2))
     state, gates = xp.ones((1, 1), dtype), xp.ones((1, 1, 4), dtype)
     for batch_first in (True, False):
         kernel("lstm_cell_backward")(state, state[None], 0, batch_first, state.copy(),
@@ -143,6 +146,50 @@ def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
             h = (row[j] - mean) * inv
             row_hat[j] = h
             row_out[j] = h * weight[j] + bias[j]
+
+
+def batch_norm_rows_forward(x, scale, shift, eps, out, x_hat, mean, var):
+    """Rows of x (C, M), one channel each: its mean and biased variance (summed in float64:
+    a row holds a whole batch's values of one channel, 65 K in a CIFAR ResNet's first layers),
+    x_hat = (x - mean) / sqrt(var + eps) and out = x_hat * scale[c] + shift[c]."""
+    c, m = x.shape
+    for r in range(c):
+        row = x[r]
+        total = 0.0
+        for j in range(m):
+            total += row[j]
+        mu = total / m
+        sq = 0.0
+        for j in range(m):
+            d = row[j] - mu
+            sq += d * d
+        mean[r], var[r] = mu, sq / m
+        inv = x.dtype.type(1 / math.sqrt(sq / m + eps))
+        mu_x, a, b = x.dtype.type(mu), scale[r], shift[r]
+        row_hat, row_out = x_hat[r], out[r]
+        for j in range(m):
+            h = (row[j] - mu_x) * inv
+            row_hat[j] = h
+            row_out[j] = h * a + b
+
+
+def batch_norm_rows_backward(g, x_hat, scale, want_dx, dx, sum_g, sum_g_hat):
+    """Per row (channel) of g and x_hat (C, M): the sums of g and g * x_hat (float64), and
+    when ``want_dx`` dx = scale[c] (g - mean(g) - x_hat mean(g x_hat)), scale = weight / std."""
+    c, m = g.shape
+    for r in range(c):
+        g_row, h_row = g[r], x_hat[r]
+        sg = 0.0
+        sgh = 0.0
+        for j in range(m):
+            sg += g_row[j]
+            sgh += g_row[j] * h_row[j]
+        sum_g[r], sum_g_hat[r] = sg, sgh
+        if want_dx:
+            k, mg, mgh = scale[r], g.dtype.type(sg / m), g.dtype.type(sgh / m)
+            dx_row = dx[r]
+            for j in range(m):
+                dx_row[j] = k * (g_row[j] - mg - h_row[j] * mgh)
 
 
 def layer_norm_backward(g, x_hat, rstd, weight, dx, dweight, dbias):
@@ -394,6 +441,8 @@ _SUMS = {"reassoc", "contract"}
 _KERNELS = {
     "layer_norm_forward": (layer_norm_forward, _SUMS),
     "layer_norm_backward": (layer_norm_backward, _SUMS),
+    "batch_norm_rows_forward": (batch_norm_rows_forward, _SUMS),
+    "batch_norm_rows_backward": (batch_norm_rows_backward, _SUMS),
     "lstm_cell_backward": (lstm_cell_backward, False),
     "max_pool_forward": (max_pool_forward, False),
     "max_pool_plane": (max_pool_plane, False),

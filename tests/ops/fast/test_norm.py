@@ -1,4 +1,4 @@
-"""The layer norm's compiled rows (layerwise/ops/fast/norm.py) against the reference op and
+"""The layer norm's and batch norm's compiled rows (layerwise/ops/fast/norm.py) against the reference ops and
 float64, and where dispatch chooses them.
 
 The op harness (tests/ops/test_attention_cases.py) already runs the path on its layer-norm
@@ -11,6 +11,7 @@ import pytest
 import layerwise as lw
 import layerwise.nn.functional as F
 from layerwise.autograd import dispatch
+from layerwise.ops.fast import norm as fast_norm
 from layerwise.ops.fast.norm import LayerNormCompiledRows
 from layerwise.ops.norm import LayerNormFunction
 from tests.ops.fast.common import assert_close, needs, path_and_reference
@@ -73,3 +74,25 @@ def test_dispatch_chooses_the_compiled_rows_for_float32_and_float64_only(dtype, 
         norm(x)
     chosen = [dispatch.choose(*call) for call in calls if call[0] is LayerNormFunction]
     assert chosen == [LayerNormCompiledRows if fast else LayerNormFunction]
+
+
+@needs(fast_norm.BatchNormChannelRows)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_channel_rows_update_the_running_statistics_as_the_reference(dtype):
+    """A BatchNorm2d in training on a conv's batch-last output: the output, every gradient and
+    the running mean and variance (unbiased) agree with the reference op's."""
+    rng = np.random.default_rng(4)
+    memory = (rng.standard_normal((3, 5, 4, 6)) * 2 + 1).astype(dtype)  # (C, H, W, N)
+    probe = rng.standard_normal((6, 3, 5, 4)).astype(dtype)
+    results = []
+    for path in (dispatch.REFERENCE, fast_norm.BatchNormChannelRows):
+        layer = lw.nn.BatchNorm2d(3, dtype=dtype)
+        x = lw.tensor(memory, requires_grad=True)
+        with dispatch.forced(path) as uses:
+            out = layer(x.permute(3, 0, 1, 2))  # (N, C, H, W) view of batch-last memory
+            (out * lw.tensor(probe)).sum().backward()
+        assert path == dispatch.REFERENCE or uses.count == 1
+        results.append([out.detach().numpy(), x.grad.numpy(), layer.weight.grad.numpy(),
+                        layer.bias.grad.numpy(), layer.running_mean.numpy(),
+                        layer.running_var.numpy()])
+    assert_close(results[1], results[0], dtype)
