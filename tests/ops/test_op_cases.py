@@ -149,7 +149,10 @@ CASES = [
            lambda a: np.take_along_axis(a, np.array([[0, 0, 3], [1, 2, 1], [3, 3, 3]]), 1), [((3, 4),)]),
     # matmul, batched and broadcast
     OpCase("matmul", lambda a, b: a @ b, np.matmul,
-           [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,))]),
+           [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)),
+            ((3, 2, 4, 5), (3, 2, 5, 3)), ((2, 3, 4), (2, 4, 5))]),
+    OpCase("matmul_transposed", lambda a, b: a @ b.transpose(-2, -1), lambda a, b: a @ np.swapaxes(b, -1, -2),
+           [((5, 2, 4, 3), (5, 2, 6, 3))]),
 ]
 
 (test_forward_matches_numpy, test_gradient_matches_finite_differences,

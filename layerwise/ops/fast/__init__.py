@@ -4,5 +4,6 @@ layerwise.autograd.dispatch on import; the kernels themselves are in kernels.py 
 """
 
 from layerwise.ops.fast import (  # noqa: F401  (each registers its paths)
-    activation, attention, conv, elementwise, embedding, linear, loss, norm, pool, reduce, rnn,
+    activation, attention, conv, elementwise, embedding, linear, loss, matmul, norm, pool,
+    reduce, rnn,
 )
