@@ -4,10 +4,9 @@ Why: a step spends part of its time in elementwise passes (layer norm, GELU, sof
 residual adds) that run on one core, between matrix products that use both. Run as two
 halves of the batch at once, each half's products on one BLAS thread, everything runs on
 both cores and OpenBLAS's workers are parked once a step instead of around every op that
-splits itself (the attention and GELU fast paths, ops/fast/). GPT workload of bench/
-(B=16, T=128), interleaved step by step in one process: 99.7 -> 87.7 ms; the CNN workload
-20.86 -> 19.24 ms. Small steps lose: the MLP workload's 4.7 ms step ran 0.75x, and the
-LSTM's 0.77x (its loops already run in halves, ops/rnn.py, and cannot inside a half).
+splits itself (the attention, GELU and batched-product fast paths, ops/fast/). GPT workload
+of bench/ (B=16, T=128): 99.7 -> 87.7 ms a step. Small steps lose: the MLP workload's 4.7 ms
+step ran 0.75x.
 
 It gives the gradients of the whole batch only for a model that treats its samples
 independently, so it refuses batch norm (statistics over half the batch) and dropout (its

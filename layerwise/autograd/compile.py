@@ -54,15 +54,11 @@ class CompiledFunction:
     def __call__(self, *args):
         key = _signature(args)
         trace = self._traces.get(key)
-        recording.compiled_calls += 1  # (code that would record differently can ask)
-        try:
-            if trace is None or not trace.still_valid():
-                return self._capture(key, args)
-            if self.check and not trace.checked:
-                return self._check(trace, args)
-            return trace.replay(args)
-        finally:
-            recording.compiled_calls -= 1
+        if trace is None or not trace.still_valid():
+            return self._capture(key, args)
+        if self.check and not trace.checked:
+            return self._check(trace, args)
+        return trace.replay(args)
 
     def _capture(self, key, args):
         if recording.active is not None:

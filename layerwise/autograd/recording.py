@@ -15,7 +15,6 @@ import functools
 from collections.abc import Iterator
 
 active = None  # the recorder of the compiled call being captured, else None
-compiled_calls = 0  # how many compiled functions are running (recorded, checked or replayed)
 
 
 def replayable(method):

@@ -18,28 +18,8 @@ from layerwise.nn.parameter import Parameter
 
 
 class PrunedCausalSelfAttention(CausalSelfAttention):
-    """CausalSelfAttention whose heads span n_head * head_size < n_embd channels."""
-
-    def forward(self, x, kv_cache=None, layer=0):
-        if kv_cache is None and not self.store_attn_weights:
-            return super().forward(x, kv_cache, layer)  # the packed path reads sizes from qkv
-        B, T, _ = x.shape
-        inner = self.n_head * self.head_size
-        qkv = self.c_attn(x)  # (B, T, C) -> (B, T, 3 * inner)
-        q, k, v = qkv.split(inner, dim=2)
-        q, k, v = (t.reshape(B, T, self.n_head, self.head_size).transpose(1, 2)
-                   for t in (q, k, v))  # (B, T, inner) -> (B, nh, T, hs)
-        if kv_cache is not None:
-            k, v = kv_cache.update(layer, k, v)
-        from layerwise.ops.attention import scaled_dot_product_attention
-        dropout_p = self.dropout if self.training else 0.0
-        y = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p,
-                                         need_weights=self.store_attn_weights)
-        if self.store_attn_weights:
-            y, weights = y
-            self.last_attn_weights = weights.detach()
-        y = y.transpose(1, 2).reshape(B, T, inner)  # (B, nh, T, hs) -> (B, T, inner)
-        return self.resid_dropout(self.c_proj(y))
+    """CausalSelfAttention whose heads span n_head * head_size < n_embd channels (the forward
+    is GPT's: it reads the head size from the projection)."""
 
 
 def _heads_to_keep(attn, amount):
@@ -73,7 +53,7 @@ def prune_heads(model, amount):
         attn.c_proj.weight = Parameter(xp.ascontiguousarray(attn.c_proj.weight.data[:, cols]))
         attn.c_proj.in_features = len(cols)
         attn.n_head, attn.head_size = len(keep), hs
-        attn.__class__ = PrunedCausalSelfAttention  # same state, the forward for inner != C
+        attn.__class__ = PrunedCausalSelfAttention  # same state; its class says it is pruned
     return out
 
 

@@ -87,6 +87,8 @@ def test_counter_leaves_modules_and_apply_as_they_were():
     with count_flops(model) as report:
         model(ids)
     assert Function.__dict__["apply"] is apply
+    from layerwise.nn import module as nn_module  # its global hooks are off again
+    assert not nn_module._global_forward_pre_hooks and not nn_module._global_forward_hooks
     assert model.lm_head.__dict__["forward"] is own
     assert all("forward" not in m.__dict__ for m in model.modules() if m is not model.lm_head)
     # the user's forward ran (a MatMul, not the Linear's op) and was charged to lm_head

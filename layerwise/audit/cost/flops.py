@@ -16,14 +16,12 @@ The count is a function of the model and the input shapes alone, not of which fa
   threads (``lw.parallel.backward_in_halves``) costs what the whole batch costs. In
   particular a broadcast input's gradient (a bias, a layer norm's weight) is charged per
   element of the output it is summed from, not per element of the parameter;
-- modules are watched, so ``nn.Sequential`` runs each layer as written (a Linear and its
-  ReLU as two ops, not one fused node).
+- modules are only observed: the counter changes nothing they run.
 
-Which module: each module of ``model`` has its ``forward`` wrapped on the instance (never
-``Module.__call__``), pushing its name on a stack of the thread that runs it. Module has
-forward hooks only after the call, which cannot tell where a call starts. Ops that a split
-runs on a helper thread outside any module of their own are charged to the module that ran
-the split.
+Which module: global module hooks (``nn.register_module_forward_pre_hook`` and
+``register_module_forward_hook``, as PyTorch's) push each module of ``model`` on a stack of
+the thread that calls it and pop it after. Ops that a split runs on a helper thread outside
+any module of their own are charged to the module that ran the split.
 
 Backward FLOPs are derived from the same forward record, not measured during backward: for
 each input that needs a gradient, the matmul that produces it. So a first layer, whose
@@ -49,6 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from layerwise.autograd.function import Function
+from layerwise.nn.module import register_module_forward_hook, register_module_forward_pre_hook
 
 # Functions that only move or view data: no arithmetic.
 _MOVEMENT = {
@@ -262,29 +261,28 @@ def count_flops(model=None):
                                    int(bwd), int(out.data.nbytes), bool(out.requires_grad)))
         return out
 
-    wrapped = []
+    def entered(module, args):
+        name = names.get(id(module))
+        if name is not None:
+            where.stack().append(name)
+
+    def left(module, args, out):
+        if id(module) in names:
+            where.stack().pop()
+
     Function.apply = classmethod(apply)
+    hooks = [register_module_forward_pre_hook(entered), register_module_forward_hook(left)]
     try:
-        if model is not None:
-            seen = set()
-            for module in model.modules():
-                if id(module) not in seen:
-                    seen.add(id(module))
-                    wrapped.append((module, module.__dict__.get("forward")))
-                    module.__dict__["forward"] = where.watch(module, names[id(module)])
         yield report
     finally:
         Function.apply = original_apply
-        for module, own in wrapped:
-            if own is None:
-                module.__dict__.pop("forward", None)
-            else:
-                module.__dict__["forward"] = own
+        for hook in hooks:
+            hook.remove()
 
 
 class _ModuleStacks:
-    """The module each op runs in: a stack of module names per thread, pushed by each
-    module's watched forward. A thread that runs ops outside any module of its own (the
+    """The module each op runs in: a stack of module names per thread, pushed and popped by
+    the counter's module hooks. A thread that runs ops outside any module of its own (the
     helper of a two-core split) takes the module of the op that started it: the outermost op
     running at the time."""
 
@@ -310,19 +308,6 @@ class _ModuleStacks:
     def leave_op(self, opened):
         if opened:
             self.outer = None
-
-    def watch(self, module, name):
-        forward = module.forward  # the class's, or one set on this instance before
-        stacks = self
-
-        def watched_forward(*args, **kwargs):
-            stack = stacks.stack()
-            stack.append(name)
-            try:
-                return forward(*args, **kwargs)
-            finally:
-                stack.pop()
-        return watched_forward
 
 
 def profile_model(model, inputs, loss_fn=None, targets=None):

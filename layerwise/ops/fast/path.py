@@ -18,8 +18,12 @@ class FastPath:
 
     @classmethod
     def available(cls):
-        """Whether its kernels compiled (numba installed and not turned off)."""
-        return all(kernel(name) is not None for name in cls.kernels)
+        """Whether its kernels compiled (numba installed and not turned off); asked once."""
+        known = cls.__dict__.get("_available")
+        if known is None:
+            known = all(kernel(name) is not None for name in cls.kernels)
+            cls._available = known
+        return known
 
     @classmethod
     def supports(cls, *arrays, graph, **params):
