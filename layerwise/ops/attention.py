@@ -21,7 +21,6 @@ cached keys); PyTorch aligns it to the start, which differs only when Tq != Tk.
 import functools
 import math
 
-from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
@@ -56,8 +55,7 @@ def dropout_keep(shape, dropout_p, dtype):
     drawn from the global generator; None when nothing is dropped."""
     if dropout_p == 0:
         return None
-    keep = backend.rng().random(shape) >= dropout_p
-    return keep.astype(dtype) / (1 - dropout_p)
+    return rnd.keep_multipliers(shape, dropout_p, dtype, rnd.draw_seed())
 
 
 class SDPAttention(Function):

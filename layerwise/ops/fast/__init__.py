@@ -5,5 +5,5 @@ layerwise.autograd.dispatch on import; the kernels themselves are in kernels.py 
 
 from layerwise.ops.fast import (  # noqa: F401  (each registers its paths)
     activation, attention, conv, elementwise, embedding, linear, loss, matmul, norm, pool,
-    reduce, rnn,
+    random, reduce, rnn,
 )

@@ -121,6 +121,27 @@ def preload(dtype="float32"):
 # --- the kernels --------------------------------------------------------------------------
 
 
+def dropout_forward(x, seed, threshold, scale, bits, out, multipliers):
+    """out = x * multipliers, multipliers = scale where an element's 16 random bits are at or
+    above ``threshold``, else 0; flat arrays. The bits are ops/random.py's random_bits16, made
+    first into ``bits`` (ceil(n / 4) uint64): the k-th splitmix64 output (k from 1) holds
+    elements 4k-4 .. 4k-1, lowest 16 bits first, which is their order in memory on a
+    little-endian machine (the fast path checks)."""
+    start, golden = xp.uint64(seed), xp.uint64(0x9E3779B97F4A7C15)
+    mix_1, mix_2 = xp.uint64(0xBF58476D1CE4E5B9), xp.uint64(0x94D049BB133111EB)
+    for k in range(bits.size):
+        z = start + xp.uint64(k + 1) * golden
+        z = (z ^ (z >> xp.uint64(30))) * mix_1
+        z = (z ^ (z >> xp.uint64(27))) * mix_2
+        bits[k] = z ^ (z >> xp.uint64(31))
+    lanes = bits.view(xp.uint16)
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        m = scale if lanes[i] >= threshold else zero
+        multipliers[i] = m
+        out[i] = x[i] * m
+
+
 def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
     """Rows of x (M, N): x_hat = (x - mean) / sqrt(var + eps), out = x_hat * weight + bias.
 
@@ -441,6 +462,7 @@ _SUMS = {"reassoc", "contract"}
 _KERNELS = {
     "layer_norm_forward": (layer_norm_forward, _SUMS),
     "layer_norm_backward": (layer_norm_backward, _SUMS),
+    "dropout_forward": (dropout_forward, False),
     "batch_norm_rows_forward": (batch_norm_rows_forward, _SUMS),
     "batch_norm_rows_backward": (batch_norm_rows_backward, _SUMS),
     "lstm_cell_backward": (lstm_cell_backward, False),
