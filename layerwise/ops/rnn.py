@@ -37,7 +37,7 @@ def steps(n_steps, reverse):
     return range(n_steps - 1, -1, -1) if reverse else range(n_steps)
 
 
-def _previous(states, initial, reverse):
+def previous_states(states, initial, reverse):
     """The state each step started from, in step order: (T, B, H) from the states each step
     ended with (T, B, H) and the initial one (B, H)."""
     if reverse:
@@ -85,7 +85,7 @@ class LSTMFunction(Function):
         dout = time_major(grad[: T * B * H].reshape(self.out_shape), self.batch_first)
         dc = grad[T * B * H :].reshape(B, H)  # of c_T; then of each earlier cell state
         dh = xp.zeros((B, H), grad.dtype)
-        c_prev = _previous(self.cs, self.c0, self.reverse)  # (T, B, H)
+        c_prev = previous_states(self.cs, self.c0, self.reverse)  # (T, B, H)
         da = xp.empty_like(self.gates)  # (T, B, 4H): gradients of the pre-activations
         for t in reversed(steps(T, self.reverse)):
             i, f, g, o = xp.split(self.gates[t], 4, axis=1)
@@ -97,7 +97,7 @@ class LSTMFunction(Function):
                                     dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], axis=1)
             dc = dc * f
             dh = da[t] @ self.w_hh  # (B, 4H) @ (4H, H)
-        h_prev = _previous(self.hs, self.h0, self.reverse)
+        h_prev = previous_states(self.hs, self.h0, self.reverse)
         dw_hh = da.reshape(-1, 4 * H).T @ h_prev.reshape(-1, H)  # (4H, T*B) @ (T*B, H)
         return time_major(da, self.batch_first), dh, dc, dw_hh
 
@@ -138,7 +138,7 @@ class GRUFunction(Function):
     def backward(self, grad):
         T, B, H = self.hs.shape
         dout = time_major(grad, self.batch_first)  # (T, B, H)
-        h_prev = _previous(self.hs, self.h0, self.reverse)  # (T, B, H)
+        h_prev = previous_states(self.hs, self.h0, self.reverse)  # (T, B, H)
         dh = xp.zeros((B, H), grad.dtype)
         dax = xp.empty_like(self.gates)  # (T, B, 3H): gradient of xw
         dah = xp.empty_like(self.gates)  # (T, B, 3H): gradient of h W_hh^T + b_hh
@@ -184,6 +184,6 @@ class RNNFunction(Function):
             dh = dh + dout[t]
             da[t] = dh * (1 - h * h if self.nonlinearity == "tanh" else h > 0)
             dh = da[t] @ self.w_hh  # (B, H) @ (H, H)
-        h_prev = _previous(self.hs, self.h0, self.reverse)
+        h_prev = previous_states(self.hs, self.h0, self.reverse)
         dw_hh = da.reshape(-1, H).T @ h_prev.reshape(-1, H)  # (H, T*B) @ (T*B, H)
         return time_major(da, self.batch_first), dh, dw_hh

@@ -142,6 +142,28 @@ def dropout_forward(x, seed, threshold, scale, bits, out, multipliers):
         out[i] = x[i] * m
 
 
+def gru_cell_backward(dh, dout, t, batch_first, acts, hn, h_prev, dax, dah):
+    """One GRU time step backward, elementwise part (ops/rnn.py's GRUFunction): adds step t of
+    dout ((B, T, H) or (T, B, H)) to dh (B, H), fills dax (B, 3H), the input projection's
+    gradient at step t, and dah (B, 3H), the hidden product's, and leaves dh = dh z, to which
+    the caller adds dah W_hh."""
+    n_rows, h3 = acts.shape
+    h = h3 // 3
+    one = acts.dtype.type(1)
+    for b in range(n_rows):
+        d_row = dout[b, t] if batch_first else dout[t, b]
+        a, hn_row, prev, dx_row, dh_row, carried = acts[b], hn[b], h_prev[b], dax[b], dah[b], dh[b]
+        for j in range(h):
+            d = carried[j] + d_row[j]
+            r, z, n = a[j], a[h + j], a[2 * h + j]
+            dan = d * (one - z) * (one - n * n)  # through h = (1 - z) n + z h_prev and tanh'
+            dar = dan * hn_row[j] * r * (one - r)
+            daz = d * (prev[j] - n) * z * (one - z)
+            dx_row[j], dx_row[h + j], dx_row[2 * h + j] = dar, daz, dan
+            dh_row[j], dh_row[h + j], dh_row[2 * h + j] = dar, daz, dan * r
+            carried[j] = d * z
+
+
 def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
     """Rows of x (M, N): x_hat = (x - mean) / sqrt(var + eps), out = x_hat * weight + bias.
 
@@ -466,6 +488,7 @@ _KERNELS = {
     "batch_norm_rows_forward": (batch_norm_rows_forward, _SUMS),
     "batch_norm_rows_backward": (batch_norm_rows_backward, _SUMS),
     "lstm_cell_backward": (lstm_cell_backward, False),
+    "gru_cell_backward": (gru_cell_backward, False),
     "max_pool_forward": (max_pool_forward, False),
     "max_pool_plane": (max_pool_plane, False),
     "max_pool_plane_2x2": (max_pool_plane_2x2, False),

@@ -339,6 +339,29 @@ def lstm_cell_forward_f32(hw, xw, t, batch_first, c_prev, acts, c, tanh_c, out):
             out_row[j] = a_row[3 * h + j] * tj
 
 
+def gru_cell_forward_f32(hw, bias, xw, t, batch_first, h_prev, acts, hn, out):
+    """One GRU time step forward, elementwise part (ops/rnn.py's GRUFunction has the
+    formulas): from the hidden product hw (B, 3H), to which b_hh (``bias``) is added here, and
+    step t of the input projection xw ((B, T, 3H) with ``batch_first``, else (T, B, 3H)),
+    fills acts (B, 3H) = the gates (r, z, n), hn (B, H) = W_hn h_prev + b_hn and step t of
+    out ((B, T, H) or (T, B, H)) = (1 - z) n + z h_prev."""
+    n_rows, h3 = hw.shape
+    h = h3 // 3
+    for b in range(n_rows):
+        x_row = xw[b, t] if batch_first else xw[t, b]
+        h_row, a_row, hn_row, prev = hw[b], acts[b], hn[b], h_prev[b]
+        out_row = out[b, t] if batch_first else out[t, b]
+        for j in range(2 * h):  # the reset and update gates
+            a_row[j] = sigmoid_f32(x_row[j] + h_row[j] + bias[j])
+        for j in range(h):
+            hn_j = h_row[2 * h + j] + bias[2 * h + j]
+            hn_row[j] = hn_j
+            n_j = tanh_f32(x_row[2 * h + j] + a_row[j] * hn_j)
+            a_row[2 * h + j] = n_j
+            z_j = a_row[h + j]
+            out_row[j] = (f32(1) - z_j) * n_j + z_j * prev[j]
+
+
 # name -> fastmath flags, as kernels._KERNELS. 'reassoc' vectorises the row sums.
 KERNELS = {
     "softmax_rows": {"reassoc", "contract"},
@@ -357,4 +380,5 @@ KERNELS = {
     "gelu_erf_backward_f32": {"contract"},
     # 'contract' (fused multiply-adds) alone: 49 -> 29 us a step of the LSTM workload
     "lstm_cell_forward_f32": {"contract"},
+    "gru_cell_forward_f32": {"contract"},
 }

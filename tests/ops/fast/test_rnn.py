@@ -12,7 +12,7 @@ import layerwise as lw
 from layerwise.autograd import dispatch
 from layerwise.ops.fast.rnn import LSTMCompiledCells
 from layerwise.ops.rnn import LSTMFunction
-from tests.ops.fast.common import TOL, needs
+from tests.ops.fast.common import TOL, assert_close, needs
 
 pytestmark = needs(LSTMCompiledCells)
 
@@ -125,3 +125,30 @@ def test_compiled_gates_at_the_extremes(batch_first):
     expected = [np.tanh(2), 0, np.nan, 2, 0, np.nan]  # h_1, then c_1
     for packed in results:
         np.testing.assert_allclose(packed, expected, rtol=0, atol=2e-7)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_gru_compiled_cells_match_the_reference_on_a_users_gru(batch_first):
+    """A two-layer GRU as a user builds it, at sizes past the harness's, float32: every path
+    forced through the compiled cells against the reference ops, output and all gradients."""
+    from layerwise.ops.fast.rnn import GRUCompiledCells
+
+    if not GRUCompiledCells.available():
+        pytest.skip("needs numba")
+    lw.manual_seed(0)
+    gru = lw.nn.GRU(12, 16, num_layers=2, batch_first=batch_first)
+    x = np.random.default_rng(1).standard_normal((5, 9, 12) if batch_first else (9, 5, 12))
+    x = (x * 3).astype(np.float32)  # gates well into saturation
+    probe = np.random.default_rng(2).standard_normal(x.shape[:2] + (16,)).astype(np.float32)
+    results = []
+    for path in (dispatch.REFERENCE, GRUCompiledCells):
+        t = lw.tensor(x, requires_grad=True)
+        for p in gru.parameters():
+            p.grad = None
+        with dispatch.forced(path) as uses:
+            out, h_n = gru(t)
+            (out * lw.tensor(probe)).sum().backward()
+        assert path == dispatch.REFERENCE or uses.count == 2  # one call per layer
+        results.append([out.detach().numpy(), h_n.detach().numpy(), t.grad.numpy()]
+                       + [p.grad.numpy() for p in gru.parameters()])
+    assert_close(results[1], results[0], np.float32)
