@@ -11,7 +11,7 @@ copy at the first layer, which pads at the same time.
 """
 
 from layerwise.autograd.dispatch import fast_path
-from layerwise.backend import strided_view, xp
+from layerwise.backend import strided_view, threads, xp
 from layerwise.ops.conv import Conv2d, out_size
 from layerwise.ops.fast.path import FastPath
 from layerwise.ops.gemv import ones
@@ -28,6 +28,11 @@ REDUCTION_BLOCK = 48 * 1024
 # Past this many outputs (K * O) OpenBLAS runs the long product efficiently by itself:
 # blocking measured 0.86-1.04x there.
 MAX_BLOCKED_OUTPUTS = 1024
+
+# From this many column values (C*KH*KW * OH*OW*N) the input gradient (the columns' product,
+# then col2im) runs as two halves of the input channels on two cores: ResNet-8's training
+# step (bench/models.py), median of 100 steps each in one process: 127 -> 119 ms.
+MIN_COLUMNS_IN_HALVES = 1 << 22
 
 
 def batch_last(x):
@@ -220,8 +225,20 @@ class Conv2dBatchLast(FastPath, Conv2d):
         if len(needs) > 2 and needs[2]:
             gb = (g3 @ ones(g3.shape[2], g3.dtype)).reshape(o)  # row sums by the BLAS (gemv.py)
         if needs[0]:
-            gcols = xp.matmul(self.w3.transpose(0, 2, 1), g3)  # (G, K, M)
             gpad = xp.zeros(padded, dtype=g.dtype)  # (C, Hp, Wp, N)
-            self.kernel("col2im")(gcols.reshape(c, kh, kw, oh, ow, n), *stride, *dilation, gpad)
+            w3t = self.w3.transpose(0, 2, 1)  # (G, K, Og)
+            col2im = self.kernel("col2im")
+
+            def input_gradient(channels):  # the columns' gradient, scattered, for channels
+                rows = slice(channels.start * kh * kw, channels.stop * kh * kw)
+                gcols = xp.matmul(w3t[0, rows], g3[0])  # (K part, M)
+                col2im(gcols.reshape(-1, kh, kw, oh, ow, n), *stride, *dilation, gpad[channels])
+
+            if groups == 1 and c >= 2 and c * kh * kw * g3.shape[2] >= MIN_COLUMNS_IN_HALVES:
+                threads.run_pair(lambda: input_gradient(slice(0, c // 2)),
+                                 lambda: input_gradient(slice(c // 2, c)))
+            else:
+                gcols = xp.matmul(w3t, g3)  # (G, K, M)
+                col2im(gcols.reshape(c, kh, kw, oh, ow, n), *stride, *dilation, gpad)
             gx = batch_first(gpad[:, top:top + h, left:left + w])  # (N, C, H, W) view
         return gx, gw, gb

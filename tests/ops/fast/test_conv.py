@@ -117,3 +117,30 @@ def test_a_users_cnn_at_batch_one_reaches_the_one_sample_path():
     assert len(convs) == 2 and all(dispatch.choose(*c) is fast.Conv2dOneSample for c in convs)
     with dispatch.forced(dispatch.REFERENCE), lw.no_grad():
         np.testing.assert_allclose(fast_out, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.usefixtures("two_blas_threads")
+@pytest.mark.parametrize("padding, stride", [(1, 1), (0, 2)])
+def test_input_gradient_in_two_halves_of_the_channels_matches_one_pass(monkeypatch, padding,
+                                                                       stride):
+    """From MIN_COLUMNS_IN_HALVES column values the input gradient is two halves of the input
+    channels on two cores (an odd channel count, so the halves differ): the same values as one
+    product and one scatter."""
+    from layerwise.backend import threads
+    from layerwise.ops.fast import conv as fast_conv
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 5, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    probe = rng.standard_normal((9, 4) + ((6, 6) if padding else (2, 2))).astype(np.float32)
+    results, pairs = [], []
+    real = threads.run_pair
+    monkeypatch.setattr(threads, "run_pair", lambda *f: pairs.append(1) or real(*f))
+    for threshold in (0, 1 << 60):
+        monkeypatch.setattr(fast_conv, "MIN_COLUMNS_IN_HALVES", threshold)
+        fn = lambda a, b: conv2d(a, b, padding=padding, stride=stride)  # noqa: E731
+        got, _ = path_and_reference(fast_conv.Conv2dBatchLast, fn, [x, w], probe)
+        results.append(got)
+    assert len(pairs) == 1
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
