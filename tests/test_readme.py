@@ -162,7 +162,7 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
 
 def test_the_python_example_runs_and_learns(tmp_path, monkeypatch, capsys):
     blocks = readme_blocks("python")
-    assert len(blocks) == 1
+    assert len(blocks) == 2  # the training example, then the dispatch one
     code = blocks[0]
     assert "for epoch in range(5):" in code
     code = code.replace("for epoch in range(5):", "for epoch in range(1):")  # keep it quick
@@ -176,3 +176,14 @@ def test_the_python_example_runs_and_learns(tmp_path, monkeypatch, capsys):
     assert list(saved) == list(namespace["model"].state_dict())
     for name, value in namespace["model"].state_dict().items():
         assert (saved[name].data == value.data).all()
+
+
+def test_the_dispatch_example_prints_the_two_paths_and_their_difference(capsys):
+    code = readme_blocks("python")[1]
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    names, difference = capsys.readouterr().out.splitlines()
+    assert names.split() == [type(namespace["fast"].grad_fn).__name__, "GELU"]
+    if lw.ops.fast.activation.GeluFloat32.available():  # numba present: the compiled path ran
+        assert names.split()[0] == "GeluFloat32"
+    assert 0 <= float(difference) < 1e-6

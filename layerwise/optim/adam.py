@@ -81,7 +81,7 @@ class AdamW(Adam):
 
 def _adam_step(param, grad, state, group):
     """The shared moment update and parameter step, in place: one compiled pass (kernels.py)
-    where it applies, else NumPy blockwise (ops/blocked.py), so that the ten passes of the
+    where it applies, else NumPy blockwise (ops/fast/blocked.py), so that the ten passes of the
     update over a block stay in cache instead of going through memory."""
     beta1, beta2 = group["betas"]
     step = state["step"] = state["step"] + 1
