@@ -147,6 +147,12 @@ CASES = [
     OpCase("pad", lambda a: lw.pad(a, (1, 2, 0, 1)), lambda a: np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, 1), (1, 2)]), [((3, 4),), ((2, 3, 5),)]),
     OpCase("gather", lambda a: a.gather(1, lw.tensor([[0, 0, 3], [1, 2, 1], [3, 3, 3]])),
            lambda a: np.take_along_axis(a, np.array([[0, 0, 3], [1, 2, 1], [3, 3, 3]]), 1), [((3, 4),)]),
+    OpCase("gather_last_3d_negative",  # repeated and negative indices: the gradient adds up
+           lambda a: a.gather(-1, lw.tensor(np.array([[[0, -1, 0], [2, 2, -4]], [[1, 1, 1], [3, 0, -2]]]))),
+           lambda a: np.take_along_axis(a, np.array([[[0, -1, 0], [2, 2, -4]], [[1, 1, 1], [3, 0, -2]]]), -1),
+           [((2, 2, 4),)]),
+    OpCase("gather_middle_dim", lambda a: a.gather(1, lw.tensor(np.array([[[0, 1], [2, 0]]]))),
+           lambda a: np.take_along_axis(a, np.array([[[0, 1], [2, 0]]]), 1), [((1, 3, 2),)]),
     # matmul, batched and broadcast
     OpCase("matmul", lambda a, b: a @ b, np.matmul,
            [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)),

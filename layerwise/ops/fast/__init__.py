@@ -4,6 +4,6 @@ layerwise.autograd.dispatch on import; the kernels themselves are in kernels.py 
 """
 
 from layerwise.ops.fast import (  # noqa: F401  (each registers its paths)
-    activation, attention, conv, elementwise, embedding, linear, loss, matmul, norm, pool,
-    random, reduce, rnn,
+    activation, attention, conv, elementwise, embedding, linear, loss, matmul, movement, norm,
+    pool, random, reduce, rnn,
 )

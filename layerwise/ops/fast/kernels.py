@@ -164,6 +164,25 @@ def gru_cell_backward(dh, dout, t, batch_first, acts, hn, h_prev, dax, dah):
             carried[j] = d * z
 
 
+def gather_rows(x, index, out):
+    """out[r, j] = x[r, index[r, j]] over rows (M, N) and (M, K); a negative index counts from
+    the end of its row, as in the reference's take_along_axis."""
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        for j in range(index.shape[1]):
+            k = index[r, j]
+            out[r, j] = x[r, k + n if k < 0 else k]
+
+
+def gather_rows_backward(g, index, grad):
+    """grad[r, index[r, j]] += g[r, j] over rows; grad is zeroed by the caller."""
+    n = grad.shape[1]
+    for r in range(grad.shape[0]):
+        for j in range(index.shape[1]):
+            k = index[r, j]
+            grad[r, k + n if k < 0 else k] += g[r, j]
+
+
 def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
     """Rows of x (M, N): x_hat = (x - mean) / sqrt(var + eps), out = x_hat * weight + bias.
 
@@ -485,6 +504,8 @@ _KERNELS = {
     "layer_norm_forward": (layer_norm_forward, _SUMS),
     "layer_norm_backward": (layer_norm_backward, _SUMS),
     "dropout_forward": (dropout_forward, False),
+    "gather_rows": (gather_rows, False),
+    "gather_rows_backward": (gather_rows_backward, False),
     "batch_norm_rows_forward": (batch_norm_rows_forward, _SUMS),
     "batch_norm_rows_backward": (batch_norm_rows_backward, _SUMS),
     "lstm_cell_backward": (lstm_cell_backward, False),
