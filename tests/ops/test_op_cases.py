@@ -58,6 +58,8 @@ CASES = [
     OpCase("exp", lambda a: a.exp(), np.exp, UNARY),
     OpCase("log", lambda a: a.log(), np.log, UNARY, domain="positive"),
     OpCase("sqrt", lambda a: a.sqrt(), np.sqrt, UNARY, domain="positive"),
+    OpCase("rsqrt", lambda a: a.rsqrt(), lambda a: 1 / np.sqrt(a), UNARY, domain="positive"),
+    OpCase("amax", lambda a: a.amax(dim=-1), lambda a: a.max(axis=-1), [((3, 4),), ((2, 3, 5),)]),
     OpCase("abs", lambda a: a.abs(), np.abs, UNARY, domain="nonzero"),
     OpCase("clamp", lambda a: a.clamp(-0.5, 0.7), lambda a: np.clip(a, -0.5, 0.7), UNARY, domain="nonzero"),
     OpCase("clamp_min", lambda a: lw.clamp(a, min=0.1), lambda a: np.maximum(a, 0.1), UNARY, domain="nonzero"),
