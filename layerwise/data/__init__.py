@@ -5,6 +5,9 @@
     loader = DataLoader(splits["train"], batch_size=64, shuffle=True, seed=0)
     for images, labels in loader: ...                    # (64, 1, 28, 28), (64,)
 
+    tables = table_splits(adult_path(), target="income", groups=["sex", "race"])
+    tables.summary(); tables.groups["test"]["sex"]       # the task in one line; the audit's groups
+
 Needs only the backend and Tensor; nothing here knows about nn or training.
 """
 
@@ -21,6 +24,13 @@ from layerwise.data.mnist import load_mnist, mnist_file_names, mnist_splits, rea
 from layerwise.data.text import (
     BPETokenizer, CharTokenizer, lm_splits, load_tokenizer, python_docs_corpus, save_tokenizer,
 )
+from layerwise.data.table_encoding import MISSING_TOKENS, TableError
+from layerwise.data.tables import (
+    MissingDependencyError, Table, TableSplits, read_table, table_splits,
+)
+from layerwise.data.catalog import (
+    adult_path, breast_cancer_path, diabetes_path, shipped_table_path, shipped_tables,
+)
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split", "stratified_split",
@@ -29,4 +39,7 @@ __all__ = [
     "read_idx", "load_mnist", "mnist_splits", "mnist_file_names",
     "python_docs_corpus", "CharTokenizer", "BPETokenizer", "load_tokenizer", "save_tokenizer",
     "lm_splits",
+    "read_table", "table_splits", "Table", "TableSplits", "TableError", "MissingDependencyError",
+    "MISSING_TOKENS",
+    "shipped_tables", "shipped_table_path", "adult_path", "diabetes_path", "breast_cancer_path",
 ]
