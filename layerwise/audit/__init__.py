@@ -24,6 +24,7 @@ from layerwise.audit.data_checks import (
     nearest_distances,
     softmax_regression,
 )
+from layerwise.audit.disaggregate import MIN_CELL, disaggregate, newcombe_interval
 from layerwise.audit.explain import (
     attention_maps,
     grad_cam,
@@ -37,6 +38,7 @@ from layerwise.audit.groups import (
     equalized_odds_difference,
     group_metrics,
     per_class_metrics,
+    wilson_interval,
 )
 from layerwise.audit.report import (
     build_report,
@@ -59,6 +61,7 @@ from layerwise.audit.shift import (
 __all__ = [
     "CostCallback", "count_flops", "emissions_record", "format_table", "profile_model",
     "CORRUPTIONS",
+    "MIN_CELL",
     "NEAR_THRESHOLD",
     "ContaminationError",
     "ContaminationReport",
@@ -75,6 +78,7 @@ __all__ = [
     "corruption_table",
     "cross_val_probs",
     "demographic_parity_difference",
+    "disaggregate",
     "drift_report",
     "energy_score",
     "equalized_odds_difference",
@@ -88,6 +92,7 @@ __all__ = [
     "load_run",
     "max_softmax",
     "nearest_distances",
+    "newcombe_interval",
     "nll",
     "per_class_metrics",
     "refuse_contamination",
@@ -98,6 +103,7 @@ __all__ = [
     "spearman",
     "split_arrays",
     "uniform_noise_like",
+    "wilson_interval",
     "write_card",
     "write_model_card",
 ]

@@ -1,16 +1,43 @@
-"""Disaggregated evaluation: metrics per class and per subgroup, each with n and a bootstrap
-95% interval, the largest gap and ratio between groups, and warnings for groups too small.
+"""Disaggregated evaluation: metrics per class and per subgroup, each with n and a 95%
+interval, the largest gap and ratio between groups, and warnings for groups too small.
 
     table = group_metrics(y_true, y_pred, groups)
     demographic_parity_difference(y_true, y_pred, sensitive_features=groups)  # as in Fairlearn
+    low, high = wilson_interval(errors, n)
 
-Intervals are percentile bootstraps over the examples of each group (resampled together, so
-the rates stay consistent), vectorised: one (B, n) index draw per group.
+Rates (accuracy, error rate, TPR, FPR) carry Wilson score intervals: unlike a bootstrap, whose
+resamples of a group with every example right are all right too (the interval 1.000-1.000),
+Wilson's interval stays honest at 0 and n successes. ``bootstrap_ci`` remains for means that
+are not proportions. Several group columns and their intersections: disaggregate.py.
 """
 
 import numpy as np
+from scipy.special import ndtri
 
 SMALL_GROUP = 30  # fewer examples than this: the interval is too wide to trust
+
+
+def wilson_interval(successes, n, level=0.95):
+    """Wilson score interval (Wilson 1927) of a proportion ``successes / n``: (low, high).
+
+    low, high = (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z the two-sided
+    normal quantile of ``level``. Never of zero width for n >= 1: 0 of 10 gives (0, 0.278).
+    """
+    if isinstance(n, bool) or not float(n).is_integer() or n < 1:
+        raise ValueError(f"wilson_interval needs n >= 1 trials, got n={n!r}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got {successes!r} of {n}")
+    if not 0 < level < 1:
+        raise ValueError(f"wilson_interval needs 0 < level < 1, got level={level!r}")
+    z = float(ndtri(0.5 + level / 2))
+    p, n = successes / n, float(n)
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at p = 0 (or 1) the lower (upper) bound is 0 (1) exactly; spare it the rounding
+    low = 0.0 if successes == 0 else float(center - half)
+    high = 1.0 if successes == n else float(center + half)
+    return (low, high)
 
 
 def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0):
@@ -25,18 +52,17 @@ def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0):
     return (float(low), float(high))
 
 
-def _rate_ci(hits, mask, n_boot, seed):
-    """Mean of ``hits`` over ``mask`` with its bootstrap interval; NaN when mask is empty."""
-    sel = np.asarray(hits, np.float64)[mask]
+def _rate_ci(hits, mask):
+    """Mean of the boolean ``hits`` over ``mask`` with its Wilson interval; None when empty."""
+    sel = np.asarray(hits, bool)[mask]
     if len(sel) == 0:
         return {"value": None, "ci": [None, None], "n": 0}
-    low, high = bootstrap_ci(sel, n_boot=n_boot, seed=seed)
-    return {"value": float(sel.mean()), "ci": [low, high], "n": len(sel)}
+    k = int(sel.sum())
+    return {"value": k / len(sel), "ci": list(wilson_interval(k, len(sel))), "n": len(sel)}
 
 
-def group_metrics(y_true, y_pred, groups, positive=None, n_boot=1000, seed=0,
-                  small=SMALL_GROUP):
-    """Per group: n, accuracy, error rate (with intervals) and TPR/FPR for ``positive``.
+def group_metrics(y_true, y_pred, groups, positive=None, small=SMALL_GROUP):
+    """Per group: n, accuracy, error rate (with Wilson intervals) and TPR/FPR for ``positive``.
 
     ``positive``: the class treated as positive for TPR/FPR (default: 1 for binary labels,
     else none). Returns {"groups": {name: {...}}, "gap": ..., "ratio": ..., "warnings": [...]}:
@@ -53,16 +79,16 @@ def group_metrics(y_true, y_pred, groups, positive=None, n_boot=1000, seed=0,
         positive = 1
     correct = (y_true == y_pred)
     table, warnings = {}, []
-    for k, g in enumerate(np.unique(groups)):
+    for g in np.unique(groups):
         m = groups == g
         row = {"n": int(m.sum()),
-               "accuracy": _rate_ci(correct, m, n_boot, seed + k),
-               "error_rate": _rate_ci(~correct, m, n_boot, seed + k)}
+               "accuracy": _rate_ci(correct, m),
+               "error_rate": _rate_ci(~correct, m)}
         if positive is not None:
             pos, pred_pos = y_true == positive, y_pred == positive
-            row["tpr"] = _rate_ci(pred_pos, m & pos, n_boot, seed + k)
-            row["fpr"] = _rate_ci(pred_pos, m & ~pos, n_boot, seed + k)
-            row["selection_rate"] = _rate_ci(pred_pos, m, n_boot, seed + k)
+            row["tpr"] = _rate_ci(pred_pos, m & pos)
+            row["fpr"] = _rate_ci(pred_pos, m & ~pos)
+            row["selection_rate"] = _rate_ci(pred_pos, m)
         if row["n"] < small:
             warnings.append(f"group {str(g)!r} has only {row['n']} examples (< {small}); its "
                             f"metrics are too uncertain to compare")
@@ -85,14 +111,14 @@ def group_metrics(y_true, y_pred, groups, positive=None, n_boot=1000, seed=0,
     return out
 
 
-def per_class_metrics(y_true, y_pred, num_classes, n_boot=1000, seed=0):
-    """One-vs-rest per class: n, TPR (recall), FPR, with bootstrap intervals."""
+def per_class_metrics(y_true, y_pred, num_classes):
+    """One-vs-rest per class: n, TPR (recall), FPR, with Wilson intervals."""
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     out = {}
     for c in range(num_classes):
         pos, pred = y_true == c, y_pred == c
-        out[str(c)] = {"n": int(pos.sum()), "tpr": _rate_ci(pred, pos, n_boot, seed + c),
-                       "fpr": _rate_ci(pred, ~pos, n_boot, seed + c)}
+        out[str(c)] = {"n": int(pos.sum()), "tpr": _rate_ci(pred, pos),
+                       "fpr": _rate_ci(pred, ~pos)}
     return out
 
 

@@ -16,7 +16,7 @@ import sys
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "audit", help="audit a trained run and write its model card",
-        description="Disaggregated metrics with bootstrap intervals, calibration, OOD and "
+        description="Disaggregated metrics with Wilson intervals, calibration, OOD and "
                     "corruption robustness, explanations; writes card.json and card.html.")
     p.add_argument("run", metavar="RUN", help="the run directory (or its name under --out)")
     p.add_argument("--groups", metavar="FILE", help="one group label per test example")

@@ -51,7 +51,7 @@ def test_planted_subgroup_intervals_cover_the_truth_in_at_least_93_of_100_seeds(
     y = np.zeros(600, np.int64)
     for seed in range(100):
         pred = (np.random.default_rng(seed).random(600) < p_err).astype(np.int64)
-        out = G.group_metrics(y, pred, g, seed=seed)
+        out = G.group_metrics(y, pred, g)
         for name in hits:
             lo, hi = out["groups"][name]["error_rate"]["ci"]
             hits[name] += lo <= p_err[g == name][0] <= hi
@@ -100,3 +100,16 @@ def test_binary_group_table_carries_fairlearn_differences_multiclass_does_not():
     assert fair["equalized_odds_difference"] == pytest.approx(0.5)
     assert "fairness" not in G.group_metrics(y + 1, p + 1, s, small=1)  # labels 1, 2: no positive
     assert "fairness" not in G.group_metrics(np.arange(10) % 3, p, s, small=1)
+
+
+def test_a_group_with_every_example_right_gets_an_honest_interval():
+    # a bootstrap resamples 40 right answers into 40 right answers: the interval 1.000-1.000.
+    # Wilson's bound for 0 errors of n is z^2 / (n + z^2) = 3.8415 / 43.8415 = 0.0876
+    y, pred, g = _planted(n_a=40, n_b=60, err_a=0, err_b=6)
+    a = G.group_metrics(y, pred, g)["groups"]["a"]
+    assert a["accuracy"]["value"] == 1.0 and a["error_rate"]["value"] == 0.0
+    assert a["error_rate"]["ci"] == pytest.approx([0.0, 0.0876], abs=1e-4)
+    assert a["accuracy"]["ci"] == pytest.approx([1 - 0.0876, 1.0], abs=1e-4)
+    # class 0: 3 of 3 recalled; Wilson: (3 / (3 + z^2), 1) = (0.4385, 1)
+    recall = G.per_class_metrics([0, 0, 0, 1, 1], [0, 0, 0, 1, 0], 2)["0"]["tpr"]
+    assert recall["value"] == 1.0 and recall["ci"] == pytest.approx([0.4385, 1.0], abs=1e-4)
