@@ -95,9 +95,10 @@ def build_parser():
                        help="data-centre power usage effectiveness, >= 1 (default: 1.0)")
     add_generate_parser(commands)
     # The other commands live in their own modules, each adding its parser with a handler.
-    from layerwise.cli import audit, audit_data, compress, cost, explain, finetune, report
+    from layerwise.cli import (audit, audit_data, compress, cost, datasets, explain, finetune,
+                               report)
 
-    for module in (audit, audit_data, explain, report, cost, compress, finetune):
+    for module in (audit, audit_data, explain, report, cost, compress, finetune, datasets):
         module.add_parser(commands)
     return parser
 
