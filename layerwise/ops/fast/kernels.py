@@ -183,6 +183,17 @@ def gather_rows_backward(g, index, grad):
             grad[r, k + n if k < 0 else k] += g[r, j]
 
 
+def prod_rows(x, out):
+    """out[r] = the product of row r of x (M, N); compiled with 'reassoc', so that the loop
+    runs as several running products in SIMD lanes (NumPy's multiply.reduce along a short
+    last axis does not vectorise)."""
+    for r in range(x.shape[0]):
+        p = x.dtype.type(1)
+        for j in range(x.shape[1]):
+            p *= x[r, j]
+        out[r] = p
+
+
 def layer_norm_forward(x, weight, bias, eps, out, x_hat, rstd):
     """Rows of x (M, N): x_hat = (x - mean) / sqrt(var + eps), out = x_hat * weight + bias.
 
@@ -505,6 +516,7 @@ _KERNELS = {
     "layer_norm_backward": (layer_norm_backward, _SUMS),
     "dropout_forward": (dropout_forward, False),
     "gather_rows": (gather_rows, False),
+    "prod_rows": (prod_rows, _SUMS),
     "gather_rows_backward": (gather_rows_backward, False),
     "batch_norm_rows_forward": (batch_norm_rows_forward, _SUMS),
     "batch_norm_rows_backward": (batch_norm_rows_backward, _SUMS),

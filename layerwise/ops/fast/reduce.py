@@ -5,7 +5,7 @@ passes for the maximum, the exponentials, the sum and the division."""
 from layerwise.autograd.dispatch import fast_path
 from layerwise.backend import xp
 from layerwise.ops.fast.path import FastPath
-from layerwise.ops.reduce import LogSoftmax, Softmax
+from layerwise.ops.reduce import LogSoftmax, Prod, Softmax
 
 
 def _last_dim_float32(x, axis):
@@ -59,3 +59,22 @@ class LogSoftmaxRows(FastPath, LogSoftmax):
 
     def backward(self, g):
         return _by_rows(self.kernel("log_softmax_backward_rows_into"), g, self.out)
+
+
+@fast_path
+class ProdRows(FastPath, Prod):
+    """The forward's products over the last dim compiled; the backward is the reference's."""
+
+    kernels = ("prod_rows",)
+    why = "x.prod(dim=-1) of (16, 128, 128) float32: 245 -> 18 us"
+
+    @classmethod
+    def supports(cls, x, axis, keepdim, *, graph):
+        return x.ndim >= 1 and axis == x.ndim - 1 and x.dtype.char in "fd" and x.size > 0
+
+    def forward(self, x, axis, keepdim):
+        self.x, self.axis, self.keepdim = x, axis, keepdim
+        rows = xp.ascontiguousarray(x).reshape(-1, x.shape[-1])  # (M, N)
+        out = xp.empty(rows.shape[0], x.dtype)
+        self.kernel("prod_rows")(rows, out)
+        return out.reshape(x.shape[:-1] + ((1,) if keepdim else ()))
