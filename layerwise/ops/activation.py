@@ -65,11 +65,12 @@ class Softplus(Function):
 
     def forward(self, x, beta=1.0, threshold=20.0):
         z = beta * x
-        self.sig = 0.5 * (1 + xp.tanh(0.5 * z))  # d softplus / dx = sigmoid(beta x)
         out = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
         linear = z > threshold  # PyTorch reverts to the identity above the threshold
-        self.sig = xp.where(linear, 1.0, self.sig).astype(x.dtype)
-        return xp.where(linear, x, out).astype(x.dtype)
+        if self.needs_input_grad:  # d softplus / dx = sigmoid(beta x)
+            sig = 0.5 * (1 + xp.tanh(0.5 * z))
+            self.sig = xp.where(linear, 1.0, sig).astype(x.dtype, copy=False)
+        return xp.where(linear, x, out).astype(x.dtype, copy=False)
 
     def backward(self, g):
         return g * self.sig

@@ -23,7 +23,9 @@ class ReluOnePass(FastPath, ReLU):
 
     @classmethod
     def worth_it(cls, x, *, graph):
-        return graph and x.size >= MIN_RELU_VALUES  # no graph: no mask, one NumPy pass
+        # with no graph too, its mask unused: NumPy's maximum alone is slower (262 K float32
+        # values: 100 us against 29)
+        return x.size >= MIN_RELU_VALUES
 
     def forward(self, x):
         # empty_like keeps x's memory order, so the three flat views ("K": memory order) line

@@ -31,11 +31,12 @@ def test_relu_one_pass_gives_the_reference_bits_in_any_layout(layout):
 
 
 @needs(fast.ReluOnePass)
-def test_relu_one_pass_is_chosen_only_with_a_graph_and_from_its_size():
+def test_relu_one_pass_is_chosen_from_its_size_with_or_without_a_graph():
     big, small = np.ones(fast.MIN_RELU_VALUES), np.ones(fast.MIN_RELU_VALUES - 1)
     assert _chosen(lw.relu, big, grad=True) is fast.ReluOnePass
     assert _chosen(lw.relu, small, grad=True) is lw.ops.activation.ReLU
-    assert _chosen(lw.relu, big, grad=False) is lw.ops.activation.ReLU
+    assert _chosen(lw.relu, big, grad=False) is fast.ReluOnePass
+    assert _chosen(lw.relu, small, grad=False) is lw.ops.activation.ReLU
 
 
 def _chosen(fn, x, grad):
