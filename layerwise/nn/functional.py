@@ -10,7 +10,7 @@ from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.ops import elementwise as ew
 from layerwise.ops import linear as _linear
 from layerwise.ops.activation import gelu, leaky_relu, relu, sigmoid, silu, softplus, tanh
-from layerwise.ops.loss import CrossEntropy
+from layerwise.ops.loss import CrossEntropy, NLLLoss
 from layerwise.ops.movement import pad
 from layerwise.ops.random import dropout, one_hot
 from layerwise.ops.reduce import log_softmax as _log_softmax
@@ -175,13 +175,9 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     safe = xp.where(keep, t, 0)
     w = _class_weight("nll_loss", weight, c, input.dtype)
     row_weight = (xp.ones(len(t), dtype=input.dtype) if w is None else w[safe]) * keep  # (M,)
-    picked = rows[xp.arange(len(t)), safe]  # (M,)
-    loss = -picked * Tensor(row_weight.astype(input.dtype))
-    if reduction == "none":
-        return loss.reshape(out_shape)
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / float(row_weight.sum())
+    loss = NLLLoss.apply(rows, target=safe, row_weight=row_weight.astype(input.dtype),
+                         reduction=reduction)
+    return loss.reshape(out_shape) if reduction == "none" else loss
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean"):

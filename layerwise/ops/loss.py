@@ -1,4 +1,5 @@
-"""Cross-entropy as one fused op: log-softmax and the negative log-likelihood together.
+"""Cross-entropy as one fused op: log-softmax and the negative log-likelihood together; and
+the negative log-likelihood alone, for log-probabilities a model computed itself.
 
 Fused because the gradient of the pair is simply ``softmax - target`` (scaled), computed
 from the saved probabilities in one pass; composing log_softmax, gather and mean would
@@ -62,3 +63,30 @@ class CrossEntropy(Function):
                 return xp.zeros_like(grad)
             return grad * (g / self.denom)
         return grad * g
+
+
+class NLLLoss(Function):
+    """-log_probs[i, target[i]] * row_weight[i] over rows (N, C), as one node: the picked values'
+    gradient is -row_weight (scaled by the reduction), everything else 0. ``row_weight`` (N,)
+    holds each row's class weight, 0 for ignored rows; 'mean' divides by its sum."""
+
+    def forward(self, log_probs, target, row_weight, reduction):
+        n = log_probs.shape[0]
+        self.shape, self.target, self.row_weight = log_probs.shape, target, row_weight
+        self.reduction, self.denom = reduction, row_weight.sum()
+        per_row = -log_probs[xp.arange(n), target] * row_weight  # (N,)
+        if reduction == "none":
+            return per_row
+        total = per_row.sum()
+        if reduction == "sum":
+            return total
+        with xp.errstate(invalid="ignore"):  # every row ignored: NaN, as PyTorch gives
+            return total / self.denom
+
+    def backward(self, g):
+        grad = xp.zeros(self.shape, dtype=self.row_weight.dtype)
+        if self.reduction == "mean" and not self.denom:  # every row ignored: no gradient
+            return grad
+        scale = g if self.reduction != "mean" else g / self.denom
+        grad[xp.arange(self.shape[0]), self.target] = -self.row_weight * scale
+        return grad

@@ -272,3 +272,36 @@ def test_binary_cross_entropy_on_probabilities(reduction):
     np.testing.assert_allclose(edge.data, [100.0, 100.0])  # PyTorch clamps log at -100
     with pytest.raises(ValueError, match="logits"):
         F.binary_cross_entropy(t64([1.5]), t64([1.0]))
+
+
+def test_nll_loss_is_one_node_with_every_reduction_weight_and_ignored_row():
+    """Against NumPy float64 by hand: -log_probs[i, t_i] * w[t_i], ignored rows dropped, 'mean'
+    over the kept rows' weights; the gradient -w[t_i] (scaled) at the picked places only; every
+    row ignored gives a NaN mean and no gradient, as cross_entropy does."""
+    import numpy as np
+
+    import layerwise as lw
+    import layerwise.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    logp = rng.standard_normal((5, 4))
+    target = np.array([0, 3, -100, 3, 1])
+    weight = np.array([1.0, 2.0, 0.5, 3.0])
+    kept = target != -100
+    picked = logp[np.arange(5)[kept], target[kept]] * weight[target[kept]]
+    for reduction, expected in (("sum", -picked.sum()), ("mean", -picked.sum() / weight[target[kept]].sum())):
+        x = lw.tensor(logp, requires_grad=True)
+        loss = F.nll_loss(x, lw.tensor(target), weight=lw.tensor(weight), reduction=reduction)
+        loss.backward()
+        assert type(loss.grad_fn).__name__ == "NLLLoss"
+        np.testing.assert_allclose(loss.item(), expected, rtol=1e-12)
+        grad = np.zeros((5, 4))
+        scale = 1.0 if reduction == "sum" else 1 / weight[target[kept]].sum()
+        grad[np.arange(5)[kept], target[kept]] = -weight[target[kept]] * scale
+        np.testing.assert_allclose(x.grad.numpy(), grad, rtol=1e-12)
+    x = lw.tensor(logp, requires_grad=True)
+    loss = F.nll_loss(x, lw.tensor(np.full(5, -100)))
+    loss.backward()
+    assert np.isnan(loss.item()) and not x.grad.numpy().any()
+    assert lw.autograd.gradcheck(lambda a: F.nll_loss(a, lw.tensor(target), reduction="none"),
+                                 [lw.tensor(logp, requires_grad=True)])
