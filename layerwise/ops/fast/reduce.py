@@ -5,7 +5,7 @@ passes for the maximum, the exponentials, the sum and the division."""
 from layerwise.autograd.dispatch import fast_path
 from layerwise.backend import xp
 from layerwise.ops.fast.path import FastPath
-from layerwise.ops.reduce import LogSoftmax, Prod, Softmax
+from layerwise.ops.reduce import LogSoftmax, Max, Prod, Softmax
 
 
 def _last_dim_float32(x, axis):
@@ -78,3 +78,25 @@ class ProdRows(FastPath, Prod):
         out = xp.empty(rows.shape[0], x.dtype)
         self.kernel("prod_rows")(rows, out)
         return out.reshape(x.shape[:-1] + ((1,) if keepdim else ()))
+
+
+@fast_path
+class MaxRows(FastPath, Max):
+    """The maximum over the last dim of float32 rows compiled; the backward is the reference's."""
+
+    kernels = ("max_rows_f32",)
+    why = "x.amax(dim=-1) of (16, 128, 128) float32: 145 -> 57 us"
+
+    @classmethod
+    def supports(cls, x, axes, keepdim, *, graph):
+        return x.ndim >= 1 and tuple(axes) == (x.ndim - 1,) and x.dtype == xp.float32 \
+            and x.size > 0
+
+    def forward(self, x, axes, keepdim):
+        rows = xp.ascontiguousarray(x).reshape(-1, x.shape[-1])  # (M, N)
+        out = xp.empty(x.shape[:-1] + (1,), x.dtype)  # keepdims, as the reference's
+        self.kernel("max_rows_f32")(rows, out.reshape(-1))
+        if self.needs_input_grad:
+            self.mask = x == out
+        self.axes, self.keepdim = axes, keepdim
+        return out if keepdim else out.squeeze(axis=-1)

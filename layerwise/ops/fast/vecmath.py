@@ -124,6 +124,18 @@ def _row_max(s, r, last):
     return m4 if m4 > m0 else m0
 
 
+def max_rows_f32(x, out):
+    """out[r] = the largest value of row r of x (M, N), NaN where the row holds one (NumPy's
+    rule): the eight-lane maximum, then a separate NaN test, which vectorises on its own."""
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        mx = _row_max(x, r, n)
+        has_nan = False
+        for j in range(n):
+            has_nan |= x[r, j] != x[r, j]
+        out[r] = f32(xp.nan) if has_nan else mx
+
+
 def softmax_rows(s):
     """Softmax over the rows of s (M, N), in place, as attention.softmax_rows_: a row whose
     maximum is not finite (all -inf, or a NaN first) is shifted by 0 instead, so an all -inf
@@ -381,4 +393,5 @@ KERNELS = {
     # 'contract' (fused multiply-adds) alone: 49 -> 29 us a step of the LSTM workload
     "lstm_cell_forward_f32": {"contract"},
     "gru_cell_forward_f32": {"contract"},
+    "max_rows_f32": False,
 }

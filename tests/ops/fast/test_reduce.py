@@ -84,3 +84,25 @@ def test_softmax_rows_take_a_transposed_input_and_leave_other_dims_to_the_refere
     assert _chosen(lambda a: lw.log_softmax(a, dim=-1), x.astype(np.float64)) is LogSoftmax
     assert _chosen(lambda a: lw.log_softmax(a, dim=-1), x) is fast.LogSoftmaxRows
     assert _chosen(lambda a: lw.softmax(a, dim=-1), np.ones((0, 4), np.float32)) is Softmax
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_max_rows_give_the_reference_values_and_gradients_with_nan_inf_and_ties(keepdim):
+    from layerwise.ops.fast.reduce import MaxRows
+
+    if not MaxRows.available():
+        pytest.skip("needs numba")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 19)).astype(np.float32)
+    x[0, 0] = np.nan  # first
+    x[1, 9] = np.nan  # inside the eight lanes
+    x[2, 18] = np.nan  # in the tail past the lanes
+    x[3, :] = -np.inf
+    x[4, [2, 11]] = 50.0  # a tie: the gradient is shared
+    x[5, 3] = np.inf
+    probe = rng.standard_normal((7, 1) if keepdim else (7,)).astype(np.float32)
+    got, reference = path_and_reference(MaxRows, lambda t: t.amax(dim=-1, keepdim=keepdim),
+                                        [x], probe)
+    for a, b in zip(got, reference):
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(got[0][:3]).all() and got[0][3] == -np.inf and got[0][5] == np.inf
