@@ -46,8 +46,17 @@ def test_environment_variable_turns_the_kernels_off():
 
 
 def test_preload_compiles_every_kernel_for_a_dtype():
-    assert kernels.preload("float64")
-    assert all(kernels.kernel(name) is not None for name in kernels._KERNELS)
+    """After preload, every kernel has a compiled signature: none is left to compile inside a
+    step (kernel(name) alone only wraps the function; it compiles on the first call). In a
+    fresh process, so that no other test has compiled them first."""
+    probe = (
+        "from layerwise.ops.fast import kernels, vecmath\n"
+        "for dtype, names in (('float64', kernels._KERNELS), ('float32', vecmath.KERNELS)):\n"
+        "    assert kernels.preload(dtype)\n"
+        "    print(dtype, [n for n in names if not kernels.kernel(n).signatures])\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["float64 []", "float32 []"], out
 
 
 

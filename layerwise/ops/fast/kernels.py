@@ -96,6 +96,16 @@ def preload(dtype="float32"):
                                          2, 2, 2, 2, 1, 1, x4.copy())
     one = v[0]
     kernel("adam_update")(v.copy(), v, v.copy(), v.copy(), *[one] * 7)
+    kernel("dropout_forward")(v, 1, xp.uint32(0), v[0], xp.empty(1, xp.uint64), v.copy(),
+                              v.copy())
+    rows, index = m[:, :1].copy(), xp.zeros((2, 1), xp.int64)
+    kernel("gather_rows")(m, index, rows.copy())
+    kernel("gather_rows_backward")(rows, index, m.copy())
+    kernel("prod_rows")(m, v[:2].copy())
+    cell, row3 = xp.ones((1, 1), dtype), xp.ones((1, 3), dtype)
+    for batch_first in (True, False):
+        kernel("gru_cell_backward")(cell.copy(), cell[None], 0, batch_first, row3, cell, cell,
+                                    row3.copy(), row3.copy())
     if v.dtype == xp.float32:  # vecmath's are float32-only
         kernel("softmax_rows")(m.copy())
         kernel("softmax_backward_rows")(m.copy(), m)
@@ -115,6 +125,9 @@ def preload(dtype="float32"):
             kernel("lstm_cell_forward_f32")(gates, gates[None], 0, batch_first, state,
                                             gates.copy(), state.copy(), state.copy(),
                                             state[None].copy())
+            kernel("gru_cell_forward_f32")(row3, v[:3], row3[None], 0, batch_first, cell,
+                                           row3.copy(), cell.copy(), cell[None].copy())
+        kernel("max_rows_f32")(m, v[:2].copy())
     return True
 
 

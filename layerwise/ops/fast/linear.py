@@ -4,6 +4,7 @@ matrix-vector loop with the bias."""
 from layerwise.autograd.dispatch import fast_path
 from layerwise.backend import xp
 from layerwise.ops.fast.path import FastPath
+from layerwise.ops.gemv import zeros
 from layerwise.ops.linear import LinearFunction
 
 
@@ -21,6 +22,6 @@ class LinearOneRow(FastPath, LinearFunction):
     def forward(self, x, weight, bias=None):
         out = xp.empty(x.shape[:-1] + (weight.shape[0],), x.dtype)  # (..., out), one row
         if bias is None:
-            bias = xp.zeros(weight.shape[0], x.dtype)
+            bias = zeros(weight.shape[0], x.dtype)  # shared, read-only
         self.kernel("linear_one_row")(weight, x.reshape(-1), bias, out.reshape(-1))
         return out

@@ -27,7 +27,7 @@ class MatMulInHalves(FastPath, MatMul):
 
     @classmethod
     def worth_it(cls, a, b, *, graph):
-        macs = a.size // a.shape[-1] * a.shape[-1] * b.shape[-1]  # batch * n * k * m
+        macs = a.size * b.shape[-1]  # batch * n * k * m
         return macs >= MIN_MACS_IN_HALVES and threads.available()
 
     def forward(self, a, b):

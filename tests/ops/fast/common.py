@@ -5,9 +5,10 @@ import pytest
 
 import layerwise as lw
 from layerwise.autograd import dispatch
+from tests.harness import PATH_TOLERANCE
 
-# How far a fast path may stray from its reference (tests/harness.py uses the same figures).
-TOL = {np.float64: dict(atol=1e-12, rtol=1e-10), np.float32: dict(atol=2e-5, rtol=2e-5)}
+# How far a fast path may stray from its reference: the harness's figures.
+TOL = {np.dtype(name).type: tolerance for name, tolerance in PATH_TOLERANCE.items()}
 
 
 def needs(path):

@@ -96,3 +96,30 @@ def test_batch_norm_channel_rows_update_the_running_statistics_as_the_reference(
                         layer.bias.grad.numpy(), layer.running_mean.numpy(),
                         layer.running_var.numpy()])
     assert_close(results[1], results[0], dtype)
+
+
+@needs(fast_norm.BatchNormChannelRows)
+def test_a_users_conv_then_batch_norm_reaches_the_channel_rows_unforced():
+    """Conv2d -> BatchNorm2d -> ReLU as a user writes it, batch 8: dispatch itself picks the
+    channel rows for the batch norm (the conv's output is batch-last), and a training step
+    gives the reference's loss and gradients."""
+    rng = np.random.default_rng(6)
+    x = lw.tensor(rng.standard_normal((8, 3, 6, 6)).astype(np.float32))
+    results = []
+    for path in (None, dispatch.REFERENCE):
+        lw.manual_seed(0)
+        model = lw.nn.Sequential(lw.nn.Conv2d(3, 4, 3, padding=1), lw.nn.BatchNorm2d(4),
+                                 lw.nn.ReLU())
+        with dispatch.traced() as calls:
+            if path is None:
+                loss = (model(x) ** 2).mean()
+            else:
+                with dispatch.forced(path):
+                    loss = (model(x) ** 2).mean()
+        loss.backward()
+        if path is None:
+            chosen = [dispatch.choose(*call) for call in calls if call[0].__name__ == "BatchNorm"]
+            assert chosen == [fast_norm.BatchNormChannelRows]
+        results.append([np.asarray(loss.item())] + [p.grad.numpy() for p in model.parameters()]
+                       + [model[1].running_var.numpy()])
+    assert_close(results[0], results[1], np.float32)
