@@ -8,9 +8,11 @@ architecture trained from scratch on the same labels.
 
 RUN is a run directory with config.json and model.safetensors: a ``layerwise train`` image run
 or a label-efficiency run. Its last Linear layer (or ``--head``) is replaced by a new one with
-one output per class of ``--data``. The test images (up to 100 per class) are never images
-the source run trained on: its training split is rebuilt from its config.json and compared by
-content, and metrics.json records the overlap (0) and the test images' indices. The new run
+one output per class of ``--data``. The few labels and the test images (up to 100 per class)
+are never images the source run trained on: its training split is rebuilt from its
+config.json and compared by content, and metrics.json records the overlap (0), both sets'
+indices, and how many images of the target classes the source trained on (when it did, the
+gain over scratch is not a few-label gain, and the command says so). The new run
 directory holds model.safetensors (the model fine-tuned on the largest N, first seed),
 config.json, metrics.json with the accuracy table, and report/label_efficiency.{md,png}.
 """
@@ -32,8 +34,8 @@ def add_parser(subparsers):
     p.add_argument("run", metavar="RUN", help="the source run directory")
     p.add_argument("--data", default="digits:5-9", metavar="SPEC",
                    help="digits[:CLASSES], e.g. digits:5-9 or digits:1,7 (default: digits:5-9); "
-                        "up to 100 images per class that the source run did not train on "
-                        "are held out for testing")
+                        "the labels and up to 100 test images per class are drawn from "
+                        "images the source run did not train on")
     p.add_argument("--labels-per-class", type=int_in_range(1, MAX_LABELS_PER_CLASS), nargs="+",
                    default=[10], metavar="N",
                    help="labelled training images per class (several: a table)")
@@ -161,13 +163,22 @@ def _run(args):
         os.path.join(args.run, "config.json"), "the run's config"))
     hashes = image_hashes(images)
     seen_in_source = xp.array([h in trained for h in hashes], dtype=bool)
-    data = le.split_digits(images, labels, pretrain_classes=others, not_for_test=seen_in_source)
-    test_indices = data["test_indices"]
-    overlap = sum(hashes[i] in trained for i in test_indices.tolist())
+    data = le.split_digits(images, labels, pretrain_classes=others, seen_by_source=seen_in_source,
+                           pool_per_class=max(args.labels_per_class))
+    test_indices, pool_indices = data["test_indices"], data["pool_indices"]
+    overlap = sum(hashes[i] in trained for i in test_indices.tolist() + pool_indices.tolist())
     if overlap:  # split_digits keeps them out; this is the check that it did
-        raise RuntimeError(f"{overlap} test images are among the source run's training images")
-    print(f"test: {len(test_indices)} images of {args.data}, none of them among the "
-          f"{len(trained):,} distinct images the source run trained on (by content hash)")
+        raise RuntimeError(f"{overlap} fine-tuning images are among the source run's training "
+                           f"images")
+    print(f"test: {len(test_indices)} images of {args.data}; labels drawn from "
+          f"{len(pool_indices)} others; none of them among the {len(trained):,} distinct "
+          f"images the source run trained on (by content hash)")
+    target = xp.isin(labels, xp.asarray(classes))
+    source_labels = int((seen_in_source & target).sum())
+    if source_labels:
+        print(f"note: the source run trained on {source_labels:,} labelled images of "
+              f"{args.data}: the fine-tuned model's lead over scratch counts what it learned "
+              f"from them, not from the few labels alone")
     # Made before the training, so that a taken --name fails first; removed if training fails.
     run_dir = create_run_dir(args.out, args.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}",
                              explicit=args.name is not None)
@@ -190,8 +201,11 @@ def _run(args):
         "test_accuracy": summary[args.labels_per_class[-1]]["fine-tuned"]["mean"],
         "test_images": len(test_indices),
         "test_overlap_with_source_train": overlap,
+        "pool_images": len(pool_indices),
+        "source_trained_on_target_class_images": source_labels,
         "source_train_images": len(trained),
         "test_indices": test_indices.tolist(),  # into the shipped 5k digits
+        "pool_indices": pool_indices.tolist(),
         "seconds": seconds})
     print(le.table_markdown(summary))
     print(f"run: {run_dir}")

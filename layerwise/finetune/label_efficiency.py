@@ -66,34 +66,41 @@ MIN_TEST_PER_CLASS = 20
 
 
 def split_digits(images, labels, pretrain_classes=(0, 1, 2, 3, 4), test_per_class=100,
-                 not_for_test=None):
-    """{"pretrain": (x, y), "pool": (x, y), "test": (x, y), "test_indices": (M,)}; the target
-    labels (5-9) are renumbered 0..4. The test images are a fixed draw, the same for every
-    seed: up to ``test_per_class`` of each class among the images that ``not_for_test``
-    (a boolean mask over ``images``, e.g. those a source model trained on) leaves, and at
-    least MIN_TEST_PER_CLASS. The pool is every other image of the target classes, masked
-    ones included: training on them is fine, testing on them is not."""
+                 seen_by_source=None, pool_per_class=0):
+    """{"pretrain": (x, y), "pool": (x, y), "test": (x, y), "test_indices": (M,),
+    "pool_indices": (P,)}; the target labels (5-9) are renumbered 0..4.
+
+    ``seen_by_source``: a boolean mask over ``images`` of those a source model trained on.
+    Both the few labels (the pool) and the test images are drawn from the others, so that
+    the fine-tune learns from, and is measured on, examples the source never saw: a pool of
+    its training images would hand the fine-tune what the source memorised. The test images
+    are a fixed draw, the same for every seed: up to ``test_per_class`` of each class,
+    leaving ``pool_per_class`` for the pool, and at least MIN_TEST_PER_CLASS.
+    """
     pre = xp.isin(labels, xp.asarray(pretrain_classes))
     targets = sorted(set(labels[~pre].tolist()))
     remap = {c: i for i, c in enumerate(targets)}
-    barred = xp.zeros(len(labels), bool) if not_for_test is None else xp.asarray(not_for_test)
+    seen = xp.zeros(len(labels), bool) if seen_by_source is None else xp.asarray(seen_by_source)
     rng = xp.random.default_rng(12345)  # fixed: the test set must not move with the seed
     pool, test = [], []
     for c in targets:
         idx = rng.permutation(xp.flatnonzero(labels == c))
-        allowed = idx[~barred[idx]]
-        if len(allowed) < MIN_TEST_PER_CLASS:
-            raise ValueError(f"digit {c} has {len(allowed)} images the source model did not "
-                             f"train on; a test set needs at least {MIN_TEST_PER_CLASS}: "
-                             f"choose classes the source did not train on")
-        chosen = allowed[:test_per_class]
-        test.append(chosen)
-        pool.append(idx[~xp.isin(idx, chosen)])
+        unseen = idx[~seen[idx]]
+        n_test = min(test_per_class, len(unseen) - pool_per_class)
+        if n_test < MIN_TEST_PER_CLASS:
+            raise ValueError(
+                f"digit {c} has {len(unseen)} images the source model did not train on; "
+                f"{pool_per_class} labels per class and a test set of at least "
+                f"{MIN_TEST_PER_CLASS} need {pool_per_class + MIN_TEST_PER_CLASS}: ask for "
+                f"fewer labels, or choose classes the source did not train on")
+        test.append(unseen[:n_test])
+        pool.append(unseen[n_test:])
     pool, test = xp.concatenate(pool), xp.concatenate(test)
     relabel = xp.vectorize(remap.get, otypes=[labels.dtype])
     return {"pretrain": (images[pre], labels[pre]),
             "pool": (images[pool], relabel(labels[pool])),
-            "test": (images[test], relabel(labels[test])), "test_indices": test}
+            "test": (images[test], relabel(labels[test])), "test_indices": test,
+            "pool_indices": pool}
 
 
 def sample_per_class(x, y, n, seed):

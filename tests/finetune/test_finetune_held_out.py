@@ -36,7 +36,10 @@ def test_finetune_test_images_are_disjoint_from_the_source_training_split(source
     assert main(["finetune", str(source_run), "--data", "digits:5-9", "--labels-per-class", "2",
                  "--epochs", "1", "--min-steps", "3", "--out", str(tmp_path),
                  "--name", "ft"]) == 0
-    assert "none of them among the 4,000" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "none of them among the 4,000" in out
+    # the tiny source trained on every digit: 5-9 among them, and the command says so
+    assert "note: the source run trained on 2,000 labelled images of digits:5-9" in out
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     images, labels = load_digits_5k()
     tested = np.asarray(metrics["test_indices"])
@@ -47,11 +50,27 @@ def test_finetune_test_images_are_disjoint_from_the_source_training_split(source
     assert not _sha1s(images[tested]) & trained
     assert metrics["test_overlap_with_source_train"] == 0
     assert metrics["test_images"] == len(tested) == len(set(tested.tolist()))
-    # 100 of each of the five digits: the 100 a class keeps out of the 4,000 (val and test)
-    assert np.bincount(labels[tested], minlength=10).tolist() == [0] * 5 + [100] * 5
+    # the few labels come from images the source never saw either, apart from the test ones
+    pool = np.asarray(metrics["pool_indices"])
+    assert not _sha1s(images[pool]) & trained
+    assert not set(pool.tolist()) & set(tested.tolist())
+    # each digit keeps 100 images out of the 4,000 (val and test): 2 for the labels, 98 to test
+    assert np.bincount(labels[tested], minlength=10).tolist() == [0] * 5 + [98] * 5
+    assert np.bincount(labels[pool], minlength=10).tolist() == [0] * 5 + [2] * 5
+    assert metrics["source_trained_on_target_class_images"] == 2000
     # the fixed draw of the test images before this check: most were training images
     naive = split_digits(images, labels, pretrain_classes=[0, 1, 2, 3, 4])["test_indices"]
     assert len(_sha1s(images[naive]) & trained) > 250
+
+
+def test_more_labels_than_the_unseen_images_hold_is_refused(source_run, tmp_path, capsys):
+    # 100 unseen images of each digit cannot give 90 labels and 20 test images
+    assert main(["finetune", str(source_run), "--data", "digits:5-9", "--labels-per-class",
+                 "90", "--out", str(tmp_path), "--name", "ft"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: digit 5 has 100 images the source model did not train on; "
+                          "90 labels per class and a test set of at least 20 need 110")
+    assert err.count("\n") == 1 and not (tmp_path / "ft").exists()
 
 
 def _label_efficiency_source(tmp_path, data):
