@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from layerwise.train.checkpoint import RunError
-from layerwise.train.recipes.language import corpus_text, split_text
+from layerwise.train.recipes.corpus import corpus_text, split_text
 from layerwise.train.search import build_index, corpus_sentences, search
 
 

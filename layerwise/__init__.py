@@ -32,3 +32,13 @@ __version__ = "0.1.0"
 
 # Subpackages, reachable as lw.nn, lw.optim, ... as in PyTorch (they import the names above).
 from layerwise import data, models, nn, optim, parallel  # noqa: E402
+
+
+def __getattr__(name):
+    # lw.audit attaches to the core rather than being part of it: it is imported on first use
+    # (lw.audit.card), so `import layerwise` does not load matplotlib and scipy
+    if name == "audit":
+        import importlib
+
+        return importlib.import_module("layerwise.audit")
+    raise AttributeError(f"module 'layerwise' has no attribute {name!r}")

@@ -34,6 +34,12 @@ MAX_CORPUS_CHARS = 1_000_000_000  # characters of training text
 MAX_PROMPT_CHARS = 100_000  # characters of a prompt
 MAX_SEED = 2**32 - 1  # the range every seeded library accepts
 MAX_IMAGE_SHIFT = 27  # pixels: a 28 px digit shifted by 28 leaves the image
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1_024  # pixels a side of an image folder's resized images
+DEFAULT_IMAGE_SIZE = 32  # CIFAR's size: small enough for a CPU, big enough to see objects
+# Decoded pixels of an image folder, held in memory at once as float32: CIFAR-10's 60,000
+# 32x32 RGB images take 0.74 GB; past this a folder needs a streaming loader, not this one.
+MAX_IMAGE_FOLDER_BYTES = 2_000_000_000
+MAX_INTENDED_USE_CHARS = 2_000  # of a model card's intended-use text: a paragraph or two
 MAX_SHOWN_CHARS = 60  # of a bad value quoted in a message
 
 

@@ -4,10 +4,11 @@ imports it.
 
     report = check_contamination(train_x, test_x)   # before training: leaks, as pairs
     build_report("runs/mlp-...")                     # after: card.json + card.html
+    card(model, (x_test, y_test), groups={"sex": sex}, out="card")  # any model, any data
 """
 
 from layerwise.audit.calibration import calibration_error, fit_temperature, nll, softmax
-from layerwise.audit.card import render_html, write_card
+from layerwise.audit.card_html import render_html, write_card
 from layerwise.audit.cost import CostCallback, count_flops, emissions_record, format_table, profile_model
 from layerwise.audit.data_checks import (
     NEAR_THRESHOLD,
@@ -40,6 +41,8 @@ from layerwise.audit.groups import (
     per_class_metrics,
     wilson_interval,
 )
+from layerwise.audit.model_card import card
+from layerwise.audit.people import headline, people_section
 from layerwise.audit.report import (
     build_report,
     check_split_contamination,
@@ -70,6 +73,7 @@ __all__ = [
     "bootstrap_ci",
     "build_report",
     "calibration_error",
+    "card",
     "check_contamination",
     "check_split_contamination",
     "class_balance",
@@ -87,6 +91,7 @@ __all__ = [
     "fit_temperature",
     "grad_cam",
     "group_metrics",
+    "headline",
     "integrated_gradients",
     "ks_statistic",
     "load_run",
@@ -94,6 +99,7 @@ __all__ = [
     "nearest_distances",
     "newcombe_interval",
     "nll",
+    "people_section",
     "per_class_metrics",
     "refuse_contamination",
     "render_html",

@@ -80,17 +80,48 @@ def reliability_diagram(before, after=None):
     return _encode(fig)
 
 
-def group_bars(names, values, lows, highs, ylabel="accuracy"):
-    """One bar per group with its 95% interval as an error bar."""
+_LONG_TICK = 6  # characters: longer group names are slanted so that they do not overlap
+
+
+def group_bars(names, values, lows, highs, ylabel="accuracy", ylim=None):
+    """One bar per group with its 95% interval as an error bar.
+
+    ``ylim``: (bottom, top); by default from just below the lowest interval up to 1, for an
+    accuracy."""
     values = np.asarray(values, np.float64)
     err = np.array([values - np.asarray(lows, np.float64), np.asarray(highs, np.float64) - values])
     fig, ax = plt.subplots(figsize=(max(3.5, 0.45 * len(names) + 1.5), 2.8))
     ax.bar(range(len(names)), values, yerr=err, capsize=3, color="C0", alpha=0.8)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names)
+    slanted = any(len(str(n)) > _LONG_TICK for n in names)
+    ax.set_xticklabels(names, rotation=30 if slanted else 0, ha="right" if slanted else "center",
+                       fontsize=8 if slanted else None)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(max(0.0, float(np.nanmin(lows)) - 0.1), 1.0)
+    ax.set_ylim(ylim if ylim is not None else (max(0.0, float(np.nanmin(lows)) - 0.1), 1.0))
     ax.grid(axis="y", alpha=0.3)
+    return _encode(fig)
+
+
+_SCATTER_POINTS = 2000  # drawn at most; a denser cloud hides nothing more and draws slowly
+
+
+def predicted_vs_true(y, pred, intervals=None, seed=0):
+    """A regression's predictions against the targets, with the model's intervals if any."""
+    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+    pick = np.arange(len(y))
+    if len(y) > _SCATTER_POINTS:
+        pick = np.sort(np.random.default_rng(seed).permutation(len(y))[:_SCATTER_POINTS])
+    fig, ax = plt.subplots(figsize=(3.8, 3.6))
+    if intervals is not None:
+        low, high = (np.asarray(b, np.float64)[pick] for b in intervals)
+        ax.vlines(y[pick], low, high, color="C1", alpha=0.25, lw=1, label="interval")
+    ax.scatter(y[pick], pred[pick], s=6, alpha=0.5, color="C0", label="prediction")
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls=":", label="perfect")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return _encode(fig)
 
 
@@ -122,9 +153,26 @@ def _resize_nearest(m, h, w):
     return m[rows[:, None], cols[None, :]]
 
 
+def _as_rgb(image):
+    """(H, W, 3) in [0, 1] of an image (1, H, W), (3, H, W) or (H, W): grey repeated."""
+    img = np.asarray(image, np.float64)
+    if img.ndim == 3:
+        img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.clip(img, 0, 1)
+
+
+def _as_map(values):
+    """(H, W) of a map over an image; a channel axis (C, H, W) is summed: a pixel's
+    attribution is that of its colours together (integrated gradients add up)."""
+    m = np.asarray(values, np.float64)
+    return m.sum(axis=0) if m.ndim == 3 else m
+
+
 def image_grid(images, map_rows, titles, cmap="seismic", row_labels=None):
     """Input images (top row) above rows of their maps (``map_rows``: lists of n maps), as one
-    mosaic.
+    mosaic. Images are (C, H, W) with 1 (grey) or 3 (RGB) channels, or (H, W).
 
     One imshow of a pre-coloured mosaic instead of many subplots: far less drawing time.
     "seismic" maps are drawn symmetric around zero (red positive, blue negative), others from
@@ -132,15 +180,14 @@ def image_grid(images, map_rows, titles, cmap="seismic", row_labels=None):
     """
     n, rows = len(images), len(map_rows) + 1
     colour = matplotlib.colormaps[cmap]
-    h, w = np.asarray(images[0]).squeeze().shape
+    h, w = _as_rgb(images[0]).shape[:2]
     gap = 2
     mosaic = np.ones((rows * (h + gap) - gap, n * (w + gap) - gap, 3))  # RGB
     for k in range(n):
         c = k * (w + gap)
-        img = np.asarray(images[k], np.float64).squeeze()  # (H, W)
-        mosaic[:h, c:c + w] = img[..., None]
+        mosaic[:h, c:c + w] = _as_rgb(images[k])  # (H, W, 3)
         for r, maps in enumerate(map_rows, start=1):
-            m = _resize_nearest(np.asarray(maps[k], np.float64).squeeze(), h, w)
+            m = _resize_nearest(_as_map(maps[k]), h, w)
             lim = float(np.abs(m).max()) or 1.0
             scaled = (m / lim + 1) / 2 if cmap == "seismic" else m / lim
             top = r * (h + gap)
@@ -160,7 +207,7 @@ def ood_histogram(scores_in, scores_out, label):
     fig, ax = plt.subplots(figsize=(4, 2.6))
     bins = np.linspace(min(np.min(scores_in), np.min(scores_out)),
                        max(np.max(scores_in), np.max(scores_out)), 30)
-    ax.hist(scores_in, bins=bins, alpha=0.6, label="test digits", density=True)
+    ax.hist(scores_in, bins=bins, alpha=0.6, label="test images", density=True)
     ax.hist(scores_out, bins=bins, alpha=0.6, label="uniform noise", density=True)
     ax.set_xlabel(label)
     ax.legend(fontsize=8)

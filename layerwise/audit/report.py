@@ -4,7 +4,10 @@
     write_model_card(run_dir)                          # the same, sized for the end of training
 
 Everything here is evaluation over the run's own splits, rebuilt from config.json with the
-same seed, so the audit sees exactly the data the run trained, validated and tested on.
+same seed, so the audit sees exactly the data the run trained, validated and tested on. The
+sections any model gets (metrics, the audit on people, calibration, data checks, intended use)
+are model_card.py's; an image run adds robustness and explanations, a table run is audited by
+its own group columns.
 """
 
 import csv
@@ -13,7 +16,22 @@ import os
 import numpy as np
 
 from layerwise.audit import calibration, data_checks, explain, groups, plots, shift
-from layerwise.audit.card import write_card
+from layerwise.audit.card_html import write_card
+from layerwise.audit.model_card import (
+    NO_GROUPS,
+    caveats,
+    evaluate,
+    intended_use_section,
+    written,
+)
+from layerwise.audit.people import people_section
+from layerwise.audit.predictions import split_arrays
+from layerwise.audit.sections import (
+    bars,
+    classification_sections,
+    data_checks_section,
+    summary,
+)
 from layerwise.autograd import Tensor, no_grad
 from layerwise.errors import RunError
 from layerwise.train.finished import FinishedRun as LoadedRun  # noqa: F401  (the audit's name)
@@ -21,16 +39,6 @@ from layerwise.train.finished import load_finished_run
 from layerwise.train.rundir import RunLock
 
 N_EXPLAIN = 10
-
-
-def split_arrays(dataset):
-    """(inputs, labels) NumPy arrays of a TensorDataset or a Subset of one."""
-    idx = None
-    while hasattr(dataset, "indices") and hasattr(dataset, "dataset"):
-        idx = dataset.indices if idx is None else dataset.indices[idx]
-        dataset = dataset.dataset
-    x, y = (t.data for t in dataset.tensors[:2])
-    return (x, y) if idx is None else (x[idx], y[idx])
 
 
 def check_split_contamination(splits, near_threshold=data_checks.NEAR_THRESHOLD):
@@ -51,6 +59,10 @@ def refuse_contamination(data, near_threshold=data_checks.NEAR_THRESHOLD):
     ``data``: a TaskData or a dict of splits; tasks without a test split pass. Meant as the
     ``check_data`` hook of ``start_run`` (skipped with ``--allow-contamination``).
     """
+    from layerwise.audit import table_checks
+
+    if table_checks.is_table(data):  # exact copies of records; near copies mean nothing here
+        return table_checks.refuse_table_copies(data)
     splits = getattr(data, "splits", data)
     if "test" not in splits or "train" not in splits:
         return None
@@ -82,50 +94,23 @@ def audit_run(run, group_labels=None, group_name="group", full=True, seed=0):
     x_tr, y_tr = split_arrays(run.splits["train"])
     x_va, y_va = split_arrays(run.splits["val"])
     x_te, y_te = split_arrays(run.splits["test"])
-    k = int(max(y_tr.max(), y_te.max()) + 1)
     logits_va, logits_te = predict_logits(run.model, x_va), predict_logits(run.model, x_te)
+    card, figures = classification_sections(logits_te, y_te, logits_va, y_va)
     probs_te = calibration.softmax(logits_te)
     pred_te = probs_te.argmax(1)
-    correct = (pred_te == y_te).astype(np.float64)
-    figures, card = {}, {}
-
-    card["metrics"] = {
-        "split": "test", "n": len(y_te),
-        "accuracy": float(correct.mean()),
-        "accuracy_ci95": list(groups.wilson_interval(int(correct.sum()), len(correct))),
-        "nll": calibration.nll(logits_te, y_te),
-        "interval": "Wilson score interval of the test accuracy",
-    }
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (y_te, pred_te), 1)
-    card["metrics"]["confusion_matrix"] = confusion.tolist()
-    figures["confusion_matrix"] = plots.confusion_matrix(confusion)
-
-    per_class = groups.per_class_metrics(y_te, pred_te, k)
-    by_class = groups.group_metrics(y_te, pred_te, y_te)
-    by_true = _summary(by_class)
-    by_true.pop("fairness", None)  # parity between true classes is no fairness question
-    card["disaggregated"] = {"per_class": per_class, "by_true_class": by_true}
-    names = sorted(by_class["groups"], key=int)
-    figures["per_class"] = _bars(by_class, names, "recall (accuracy on the class)")
     if group_labels is not None:
         g = np.asarray(group_labels)
         table = groups.group_metrics(y_te, pred_te, g)
-        card["disaggregated"]["by_" + group_name] = _summary(table)
-        figures["per_group"] = _bars(table, sorted(table["groups"]), "accuracy")
-
-    before = calibration.calibration_error(probs_te, y_te)
-    t = calibration.fit_temperature(logits_va, y_va)
-    after = calibration.calibration_error(calibration.softmax(logits_te, t), y_te)
-    card["calibration"] = {
-        "ece": before["ece"], "mce": before["mce"], "n_bins": before["n_bins"],
-        "temperature": t, "ece_scaled": after["ece"], "mce_scaled": after["mce"],
-        "val_nll": calibration.nll(logits_va, y_va),
-        "val_nll_scaled": calibration.nll(logits_va, y_va, t),
-        "bins": before["bins"], "bins_scaled": after["bins"],
-        "method": "15 equal-width confidence bins on the test split; temperature fit on the "
-                  "validation split by minimising its NLL"}
-    figures["reliability"] = plots.reliability_diagram(before, after)
+        dis = card["disaggregated"]
+        dis["by_" + group_name] = summary(table)
+        figures["per_group"] = bars(table, sorted(table["groups"]), "accuracy")
+        positive = 1 if probs_te.shape[1] == 2 else None
+        dis["groups"], people_figs = people_section(y_te, pred_te, {group_name: g},
+                                                    proba=probs_te, positive=positive)
+        dis["headline"] = dis["groups"].pop("headline")
+        figures.update(people_figs)
+    elif _user_data(run):
+        card["disaggregated"]["note"] = NO_GROUPS
 
     noise = shift.uniform_noise_like(x_te, seed=seed)
     logits_noise = predict_logits(run.model, noise)
@@ -153,19 +138,33 @@ def audit_run(run, group_labels=None, group_name="group", full=True, seed=0):
                                                                         pred_te)
     if grid_cam is not None:
         figures["grad_cam"] = grid_cam
-    card["data_checks"] = _data_checks(x_tr, y_tr, x_va, x_te, y_te, probs_te, k, full)
+    card["data_checks"] = data_checks_section(x_tr, y_tr, x_te, y_te, x_va, "classification",
+                                              probs_te)
     return card, figures
 
 
-def _summary(table):
-    keys = ("groups", "gap", "ratio", "warnings", "positive", "fairness")
-    return {k: table[k] for k in keys if k in table}
-
-
-def _bars(table, names, ylabel):
-    rows = [table["groups"][n]["accuracy"] for n in names]
-    return plots.group_bars(names, [r["value"] for r in rows], [r["ci"][0] for r in rows],
-                            [r["ci"][1] for r in rows], ylabel)
+def audit_table(run, group_labels=None, group_name="group", group_columns=None):
+    """(sections, figures) of a table run: metrics, the audit on people by the run's group
+    columns (or ``group_columns`` of them) and their intersections, calibration, data checks.
+    ``group_labels``: one more column, ``group_name``, of one label per test example."""
+    splits = run.splits
+    recorded = list((run.config.get("data") or {}).get("groups") or [])
+    names = recorded if group_columns is None else list(group_columns)
+    available = splits.groups.get("test", {})
+    for name in names:
+        if name not in available:
+            raise RunError(f"group column {name!r} is not one of the run's group columns "
+                           f"{recorded}; train with --group {name} to audit by it")
+    columns = {name: available[name] for name in names}
+    if group_labels is not None:
+        if group_name in columns:
+            raise RunError(f"--groups names its column {group_name!r}, which is already a group "
+                           f"column of the run; name it otherwise with --group-column")
+        columns[group_name] = group_labels
+    sections, figures, _ = evaluate(run.model, splits["test"], columns or None, task=splits.task,
+                                    train=splits["train"], val=splits["val"],
+                                    classes=splits.classes, table=splits)
+    return sections, figures
 
 
 def _explanations(model, x_te, y_te, pred_te):
@@ -192,24 +191,6 @@ def _explanations(model, x_te, y_te, pred_te):
         cam_fig = plots.image_grid(list(x), [list(cams)], titles, cmap="jet",
                                    row_labels=["input", "Grad-CAM"])
     return out, grid, cam_fig
-
-
-def _data_checks(x_tr, y_tr, x_va, x_te, y_te, probs_te, k, full):
-    leak_test = data_checks.check_contamination(x_tr, x_te, other_name="test")
-    leak_val = data_checks.check_contamination(x_tr, x_va, other_name="validation")
-    leak_test_val = data_checks.check_contamination(x_va, x_te, other_name="test")
-    dups = data_checks.find_duplicates(x_tr, y_tr)
-    issues = data_checks.find_label_issues(probs_te, y_te)
-    return {"contamination_test": leak_test.to_dict(), "contamination_val": leak_val.to_dict(),
-            "contamination_test_in_val": leak_test_val.to_dict(),
-            "train_duplicates": len(dups["duplicate_groups"]),
-            "train_conflicting_labels": len(dups["conflicting_groups"]),
-            "class_balance_train": data_checks.class_balance(y_tr, k),
-            "label_issues_test": {"indices": issues["indices"][:20],
-                                  "suggested": issues["suggested"][:20],
-                                  "count": len(issues["indices"]),
-                                  "method": issues["method"] + " (the trained model, which "
-                                            "never saw the test split)"}}
 
 
 def attention_example(run, index=0, max_tokens=None):
@@ -277,58 +258,72 @@ def _details(run):
                if "compressed_from" in run.config else {})}
 
 
-def _caveats(card):
-    out = []
-    cal = card.get("calibration")
-    if cal and cal["ece"] > 0.05:
-        out.append(f"Confidences are miscalibrated (ECE {cal['ece']:.3f}); divide the logits by "
-                   f"T = {cal['temperature']:.2f} for ECE {cal['ece_scaled']:.3f}.")
-    rob = card.get("robustness", {}).get("corruptions")
-    if rob:
-        worst = min((min(v), kind) for kind, v in rob.items()
-                    if kind not in ("clean", "severities", "n", "note"))
-        out.append(f"Brittle under shift: accuracy falls from {rob['clean']:.1%} to "
-                   f"{worst[0]:.1%} under '{worst[1]}' at the highest severity.")
-    dc = card.get("data_checks", {})
-    if dc.get("contamination_test", {}).get("n_leaked"):
-        out.append(f"{dc['contamination_test']['n_leaked']} test examples also appear in "
-                   "training: the test metrics overstate performance.")
-    if dc.get("contamination_test_in_val", {}).get("n_leaked"):
-        out.append(f"{dc['contamination_test_in_val']['n_leaked']} test examples also appear in "
-                   "validation: choices made on validation scores have seen the test set.")
-    details = card["model_details"]
-    if "int8" in (details.get("final_model") or ""):
-        out.append(f"This card audits model.safetensors, the float32 model before "
-                   f"quantization; the int8 model {details['final_model']} is measured only "
-                   f"in metrics.json (accuracy, agreement with the original, size, latency).")
-    for table in card.get("disaggregated", {}).values():
-        out.extend(table.get("warnings", []) if isinstance(table, dict) else [])
-    out.append("Evaluated only on held-out splits of the same source; performance on other "
-               "handwriting, scanners or image sizes is unknown." if card["model_details"]["task"]
-               == "image" else "Evaluated only on held-out text from the same source.")
-    return out
+_DIGITS_USE = ("Classifying centred 28x28 grey-scale handwritten digits (MNIST style) for "
+               "teaching and experiments. Not for decisions about people, or for other kinds "
+               "of images.")
+_CORPUS_USE = ("Teaching and experiments with language models on the run's own corpus; not for "
+               "producing text that people will rely on.")
+_SCOPE = {
+    "digits": "Evaluated only on held-out splits of the same source; performance on other "
+              "handwriting, scanners or image sizes is unknown.",
+    "image": "Evaluated only on held-out splits of the same image folder; performance on images "
+             "from other sources, cameras or sizes is unknown.",
+    "table": "Evaluated only on held-out rows of the same table; performance on people, places "
+             "or times the table does not represent is unknown.",
+    "text": "Evaluated only on held-out text from the same source.",
+}
 
 
-def build_report(run_dir, group_labels=None, group_name="group", full=True, write=True):
-    """Audit the run in ``run_dir`` and write card.json + card.html there; returns the card."""
+def _user_data(run):
+    return (run.config.get("data") or {}).get("source") == "user"
+
+
+def _intended_use(run):
+    """The run's stated use; for the shipped data only, the recipe's own; else a warning."""
+    text = run.config.get("intended_use")
+    if text:
+        return intended_use_section(text, None, "the run's config (layerwise train "
+                                                "--intended-use)")
+    default = None if _user_data(run) else (
+        _DIGITS_USE if run.kind == "image" else _CORPUS_USE if run.kind in ("lm", "mlm")
+        else None)
+    if default is None:
+        return intended_use_section(None)
+    return intended_use_section(default, None, f"the '{run.recipe.name}' recipe, for the data "
+                                               f"it ships with")
+
+
+def _scope(run):
+    if run.kind == "image":
+        return _SCOPE["image" if _user_data(run) else "digits"]
+    return _SCOPE.get(run.kind, _SCOPE["text"])
+
+
+def build_report(run_dir, group_labels=None, group_name="group", full=True, write=True,
+                 group_columns=None):
+    """Audit the run in ``run_dir`` and write card.json + card.html there; returns the card.
+
+    ``group_labels``: one group per test example, a column named ``group_name`` (image and
+    table runs); ``group_columns``: which of a table run's group columns to audit by (default
+    all it was trained with).
+    """
     run = load_run(run_dir)
-    if group_labels is not None and run.kind != "image":
-        raise RunError(f"--groups needs an image classifier; {run_dir} is a {run.kind!r} run "
-                       f"(a language model), whose card has no per-example predictions")
+    if group_labels is not None and run.kind not in ("image", "table"):
+        raise RunError(f"--groups needs an image classifier or a table run; {run_dir} is a "
+                       f"{run.kind!r} run (a language model), whose card has no per-example "
+                       f"predictions")
+    if group_columns is not None and run.kind != "table":
+        raise RunError(f"--group-column without --groups picks one of a table run's group "
+                       f"columns; {run_dir} is a {run.kind!r} run: give --groups FILE too")
     if group_labels is not None and \
             len(group_labels) != len(run.splits["test"]):
         raise RunError(f"the groups give {len(group_labels)} labels but the test split has "
                        f"{len(run.splits['test'])} examples; give one group per test example")
-    card = {"model_details": _details(run)}
+    card = {"model_details": _details(run), "written": written("layerwise (build_report)")}
     figures = {}
     if run.history:
         figures["training_curves"] = plots.training_curves(run.history)
-    card["intended_use"] = (
-        "Classifying centred 28x28 grey-scale handwritten digits (MNIST style) for teaching "
-        "and experiments. Not for decisions about people, or for other kinds of images."
-        if run.kind == "image" else
-        "Teaching and experiments with language models on the run's own corpus; not for "
-        "producing text that people will rely on.")
+    card["intended_use"] = _intended_use(run)
     card["data"] = {"source": run.config.get("data"),
                     "splits": {name: len(ds) for name, ds in run.splits.items()}}
     card["training_metrics"] = run.metrics
@@ -336,10 +331,15 @@ def build_report(run_dir, group_labels=None, group_name="group", full=True, writ
         audit, figs = audit_run(run, group_labels, group_name, full=full)
         card.update(audit)
         figures.update(figs)
+    elif run.kind == "table":
+        audit, figs = audit_table(run, group_labels, group_name, group_columns)
+        card["model_details"]["predicts"] = audit["metrics"]["task"]
+        card.update(audit)
+        figures.update(figs)
     elif any(hasattr(m, "store_attn_weights") for _, m in run.model.named_modules()):
         card["explanations"], figures["attention"] = _attention(run)
     card["training_cost"] = training_cost(run_dir, run.metrics)
-    card["caveats"] = _caveats(card)
+    card["caveats"] = caveats(card, _scope(run))
     if "energy_warnings" in card["training_cost"]["values"]:
         card["caveats"].append("Training energy and CO2e are estimates: "
                                + card["training_cost"]["values"]["energy_warnings"] + ".")

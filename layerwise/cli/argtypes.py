@@ -10,7 +10,8 @@ import argparse
 import math
 
 from layerwise.limits import (  # noqa: F401 (re-exported: the bounds the options use)
-    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_NEW_TOKENS, MAX_SEED, MAX_TRAIN_STEPS, MAX_VOCAB, shown,
+    DEFAULT_IMAGE_SIZE, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_NEW_TOKENS, MAX_SEED,
+    MAX_TRAIN_STEPS, MAX_VOCAB, MIN_IMAGE_SIZE, shown,
 )
 
 MAX_ATTRIBUTION_STEPS = 10_000  # integrated-gradients steps (50 is the usual)

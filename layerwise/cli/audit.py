@@ -1,11 +1,15 @@
-"""``layerwise audit RUN``: evaluate a trained image run per class and per group, calibration,
+"""``layerwise audit RUN``: evaluate a trained run per class and per group, calibration,
 shift and explanations, print the findings and write card.json + card.html into the run.
 
     layerwise audit runs/mlp-20260101-120000
     layerwise audit runs/mlp-... --groups groups.csv --group-column writer
+    layerwise audit runs/tabular-...                       # by the table's --group columns
+    layerwise audit runs/tabular-... --group-column sex    # by one of them
 
 ``--groups FILE`` gives one group per test example: one label a line, or a CSV with a header
-whose column ``--group-column`` names (default: its first column).
+whose column ``--group-column`` names (default: its first column). A table run is audited by
+the group columns it was trained with and their intersections; ``--group-column`` alone picks
+one of them, and ``--groups FILE`` adds a column.
 """
 
 import csv
@@ -16,12 +20,14 @@ import sys
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "audit", help="audit a trained run and write its model card",
-        description="Disaggregated metrics with Wilson intervals, calibration, OOD and "
-                    "corruption robustness, explanations; writes card.json and card.html.")
+        description="Disaggregated metrics with Wilson intervals, by group columns and their "
+                    "intersections, calibration, OOD and corruption robustness, explanations; "
+                    "writes card.json and card.html.")
     p.add_argument("run", metavar="RUN", help="the run directory (or its name under --out)")
     p.add_argument("--groups", metavar="FILE", help="one group label per test example")
     p.add_argument("--group-column", metavar="NAME",
-                   help="the CSV column of --groups holding the group (default: the first)")
+                   help="the CSV column of --groups holding the group (default: the first); "
+                        "without --groups, the one group column of a table run to audit by")
     p.add_argument("--out", default="runs", metavar="DIR",
                    help="where to look for RUN given by name (default: runs)")
     p.set_defaults(handler=run)
@@ -60,17 +66,18 @@ def read_groups(path, column=None):
 
 def run(args):
     from layerwise.audit.report import build_report
-    from layerwise.train.checkpoint import RunError
+    from layerwise.errors import LayerwiseError
 
     run_dir = resolve_run(args.run, args.out)
     try:
-        groups = None
+        groups = columns = None
         if args.groups:
             groups = read_groups(args.groups, args.group_column)
         elif args.group_column:
-            raise ValueError("--group-column needs --groups FILE to read the column from")
-        card = build_report(run_dir, group_labels=groups, group_name=args.group_column or "group")
-    except (RunError, ValueError) as err:
+            columns = [args.group_column]  # a table run's own column; refused for other runs
+        card = build_report(run_dir, group_labels=groups, group_name=args.group_column or "group",
+                            group_columns=columns)
+    except (LayerwiseError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print_summary(card)
@@ -81,12 +88,22 @@ def run(args):
 def print_summary(card):
     m = card.get("metrics")
     if not m:
-        print("not an image classifier: the card holds the training record only")
+        print("not an image classifier or a table: the card holds the training record only")
         return
-    lo, hi = m["accuracy_ci95"]
-    print(f"test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['n']})")
-    for key, table in card["disaggregated"].items():
-        if key == "per_class":
+    if m["task"] == "regression":
+        r2 = "-" if m["r2"] is None else f"{m['r2']:.4f}"
+        print(f"test MAE {m['mae']:.4g} (95% CI {m['mae_ci95'][0]:.4g}-{m['mae_ci95'][1]:.4g}), "
+              f"RMSE {m['rmse']:.4g}, R^2 {r2} (n={m['n']})")
+    else:
+        lo, hi = m["accuracy_ci95"]
+        print(f"test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['n']})")
+    dis = card["disaggregated"]
+    if "headline" in dis:
+        print(dis["headline"])
+        for w in dis["groups"]["warnings"]:
+            print(f"  warning: {w}")
+    for key, table in dis.items():
+        if not key.startswith("by_"):
             continue
         print(f"accuracy {key.replace('_', ' ')}:")
         for name, r in table["groups"].items():
@@ -101,8 +118,20 @@ def print_summary(card):
         for w in table["warnings"]:
             print(f"  warning: {w}")
     c = card["calibration"]
-    print(f"calibration: ECE {c['ece']:.4f}, MCE {c['mce']:.4f}; temperature {c['temperature']:.3f}"
-          f" -> ECE {c['ece_scaled']:.4f}")
+    if c["task"] == "regression":
+        print("calibration: " + (c["note"] if not c["intervals"] else
+                                 f"interval coverage {c['coverage']['value']:.3f} against a "
+                                 f"nominal {c['nominal']:.2f} ({c['verdict']})"))
+    elif c["temperature"] is None:
+        print(f"calibration: ECE {c['ece']:.4f}, MCE {c['mce']:.4f}")
+    else:
+        print(f"calibration: ECE {c['ece']:.4f}, MCE {c['mce']:.4f}; temperature "
+              f"{c['temperature']:.3f} -> ECE {c['ece_scaled']:.4f}")
+    warning = card["intended_use"].get("warning")
+    if warning:
+        print(f"warning: {warning}")
+    if "robustness" not in card:
+        return
     ood = card["robustness"]["ood"]
     print(f"OOD AUROC vs uniform noise: max-softmax {ood['auroc_max_softmax']:.3f}, energy "
           f"{ood['auroc_energy']:.3f}")

@@ -10,6 +10,9 @@ drift between train and test (per-pixel KS and a domain classifier's 2*AUC - 1),
 ``--label-issues`` the label-issue candidates of the training split by confident learning on
 cross-validated probabilities. Exits 1 when test examples leak into training or validation.
 
+For a table run it reports the rows of one split that are exact copies of a row of another
+(features, target and groups), and exits 1 when more of them than chance explains (1%) leak.
+
 For a language-model run (gpt, lstm, bert) it reports the held-out sequences found in the
 training split, whole or as most of their 13-token n-grams, the share of all held-out
 n-grams that occur in the training text, and identical sequences within each split; it
@@ -55,6 +58,24 @@ def _splits(args, loaded=None):
     else:
         splits = loaded.splits
     return {name: split_arrays(ds) for name, ds in splits.items()}
+
+
+def audit_table_data(loaded):
+    """The data report of a table run: exact copies of rows between its splits
+    (layerwise.audit.table_checks); the copies above the share that chance explains leak."""
+    from layerwise.audit.table_checks import table_copies
+
+    copies = table_copies(loaded.splits)
+    return {"kind": "table", "copies": copies.to_dict(),
+            "leaked": sum(len(pair.rows) for pair in copies.refused)}
+
+
+def _print_table_report(report):
+    """Print a table run's data report; returns the number of leaked held-out rows."""
+    copies = report["copies"]
+    print(copies["message"] or "table: no row of one split is an exact copy of a row of "
+                               "another")
+    return report["leaked"]
 
 
 def audit_text_data(loaded):
@@ -137,7 +158,15 @@ def run(args):
         return 2
     try:
         loaded = None if args.run is None else load_run(resolve_run(args.run, args.out))
-        if loaded is not None and loaded.kind != "image":
+        if loaded is not None and loaded.kind == "table":
+            for given, option in ((args.near_threshold is not None, "--near-threshold"),
+                                  (args.label_issues, "--label-issues")):
+                if given:
+                    print(f"error: {option} is for image runs; {args.run} is a table run, "
+                          f"checked by exact copies of its rows", file=sys.stderr)
+                    return 2
+            report = audit_table_data(loaded)
+        elif loaded is not None and loaded.kind != "image":
             for given, option in ((args.near_threshold is not None, "--near-threshold"),
                                   (args.label_issues, "--label-issues")):
                 if given:
@@ -152,7 +181,9 @@ def run(args):
     except (RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if report.get("kind") == "text":
+    if report.get("kind") == "table":
+        leaked = _print_table_report(report)
+    elif report.get("kind") == "text":
         leaked = _print_text_report(report)
     else:
         leaked = _print_image_report(report)

@@ -64,6 +64,10 @@ def run(args):
         print(f"error: {err}", file=sys.stderr)
         return 1
     save_dir = args.save_dir or os.path.join(run_dir, "explain")
+    if loaded.kind == "table":
+        print(f"error: explain draws maps over images and attention over text; {run_dir} is a "
+              f"{loaded.recipe.name!r} run on a table, which has neither", file=sys.stderr)
+        return 1
     if loaded.kind != "image":
         for option, value in (("--target", args.target), ("--layer", args.layer)):
             if value is not None:  # attention maps have no class and no conv layer to pick

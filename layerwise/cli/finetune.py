@@ -117,6 +117,10 @@ def load_source(run_dir):
         if recipe.task.kind != "image":
             raise ValueError(f"{run_dir} is a {recipe.task.kind!r} run; finetune takes image "
                              f"classifier runs")
+        if config["data"].get("source") == "user":
+            raise ValueError(f"{run_dir} trained on {config['data'].get('path')!r}; finetune "
+                             f"takes runs on the shipped digits or MNIST, whose other digits it "
+                             f"fine-tunes on")
 
         def build():
             return recipe.build(config["hyperparameters"], 1, None).model

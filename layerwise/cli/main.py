@@ -20,14 +20,22 @@ import traceback
 import warnings
 
 from layerwise.cli.argtypes import (
-    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRID_INTENSITY, MAX_PUE, MAX_SEED, MAX_TRAIN_STEPS, MIN_PUE,
+    DEFAULT_IMAGE_SIZE, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRID_INTENSITY, MAX_IMAGE_SIZE, MAX_PUE,
+    MAX_SEED, MAX_TRAIN_STEPS, MIN_IMAGE_SIZE, MIN_PUE,
     country_code, float_in_range, int_in_range, positive_float,
 )
 from layerwise.cli.generate import add_generate_parser, generate
 from layerwise.errors import LayerwiseError
 
 _RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "name",
-                   "tokenizer", "set")
+                   "tokenizer", "set", "data", "target", "group", "drop", "task", "image_size",
+                   "intended_use")
+# The recipe `--data PATH` trains when no --model is given, by what PATH holds.
+DEFAULT_RECIPE_FOR = {"table": "tabular", "images": "cnn", "text": "gpt"}
+# Options that only one kind of --data takes.
+_TABLE_OPTIONS = ("target", "group", "drop", "task")
+_IMAGE_OPTIONS = ("image_size",)
+_KIND_NOUN = {"table": "a table", "images": "a folder of images", "text": "text"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +77,23 @@ def build_parser():
     train.add_argument("--name", metavar="NAME", help="run directory name (default: RECIPE-TIME)")
     train.add_argument("--data-dir", metavar="DIR",
                        help="train on full MNIST from the IDX files in DIR, not the 5k digits")
+    train.add_argument("--data", metavar="PATH",
+                       help="train on your own data: a table (CSV, TSV, Parquet), a folder of "
+                       "class subfolders of images, a text file or folder of them, or a shipped "
+                       "table by name (adult, diabetes, breast_cancer)")
+    train.add_argument("--target", metavar="COL", help="tables: the column to predict")
+    train.add_argument("--group", action="append", metavar="COL",
+                       help="tables: a column of people's groups (sex, race, ...) for the "
+                       "audit, not a feature; repeatable, intersections included")
+    train.add_argument("--drop", action="append", metavar="COL",
+                       help="tables: a column to leave out; repeatable")
+    train.add_argument("--task", choices=("classification", "regression"),
+                       help="tables: override the task read off the target's values")
+    train.add_argument("--image-size", type=int_in_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+                       metavar="N", help="image folders: resize every image to N x N "
+                       f"(default: {DEFAULT_IMAGE_SIZE})")
+    train.add_argument("--intended-use", metavar="TEXT",
+                       help="what the model is for and not for: the model card's intended use")
     train.add_argument("--tokenizer", choices=("char", "bpe"),
                        help="text recipes: characters (default) or a byte-level BPE of 512 "
                        "tokens trained on the training text")
@@ -192,16 +217,23 @@ def _train(args):
                              callbacks=[run_cost_callback])
         recipe = get_recipe(read_json(os.path.join(run_dir, "config.json"), "config")["recipe"])
     else:
-        name = DEFAULT_RECIPE if args.model is None else args.model
+        user_data = _user_data(args)
+        name = args.model
+        if name is None:
+            name = DEFAULT_RECIPE if user_data is None else DEFAULT_RECIPE_FOR[user_data["kind"]]
         if name not in RECIPES:
             raise UsageError(
                 f"unknown model {name!r}; choose one of: {', '.join(sorted(RECIPES))}")
         recipe = RECIPES[name]
+        if user_data is not None:
+            _check_recipe_takes(recipe, user_data, RECIPES)
+            print(f"data: {args.data} is {user_data['why']}: training {name!r}")
         overrides = _overrides(recipe, args)
         try:  # every setting is checked here, before any data is read or directory made
             config = make_config(name, seed=0 if args.seed is None else args.seed,
                                  data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
-                                 **overrides)
+                                 data=user_data and _without(user_data, "why"),
+                                 intended_use=args.intended_use, **overrides)
         except HyperparameterError as err:
             given = {key for key, _ in args.set or ()}
             raise UsageError(f"--set {err}" if err.key in given else str(err)) from None
@@ -218,9 +250,71 @@ def _train(args):
     if not args.no_card:
         from layerwise.audit import write_model_card
 
-        write_model_card(run_dir)
+        card = write_model_card(run_dir)
         print(f"model card: {os.path.join(run_dir, 'card.html')}")
+        headline = card.get("disaggregated", {}).get("headline")
+        if headline and card["disaggregated"].get("groups"):  # only for groups the user named
+            print(headline)
     return 0
+
+
+def _user_data(args):
+    """The --data options as make_config takes them ({"kind", "path", ...}), or None; options
+    that the data's kind does not take are refused before anything is read."""
+    table_given = [f"--{k.replace('_', '-')}" for k in _TABLE_OPTIONS if getattr(args, k)]
+    image_given = [f"--{k.replace('_', '-')}" for k in _IMAGE_OPTIONS
+                   if getattr(args, k) is not None]
+    if args.data is None:
+        if table_given or image_given:
+            raise UsageError(f"{_listed(table_given + image_given)} describe your own data; "
+                             f"give the data with --data PATH")
+        return None
+    if args.data_dir is not None:
+        raise UsageError("--data-dir (MNIST IDX files) and --data (your own data) are two "
+                         "sources; give one")
+    from layerwise.data.catalog import shipped_tables
+    from layerwise.data.kinds import data_kind
+
+    path, shipped = args.data, None
+    if not os.path.exists(path) and path in shipped_tables():  # `--data adult`: a shipped table
+        shipped = shipped_tables()[path]
+        path = shipped["path"]
+    kind, why = data_kind(path)
+    if shipped is not None:
+        why = f"the shipped table {args.data!r}, {why}"
+    wrong = (image_given if kind != "images" else []) + (table_given if kind != "table" else [])
+    if wrong:
+        raise UsageError(f"{_listed(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply "
+                         f"to {args.data!r}, which is {why} ({_KIND_NOUN[kind]})")
+    data = {"kind": kind, "path": os.path.abspath(path), "why": why}
+    if kind == "table":
+        if args.target is None and shipped is not None:
+            args.target = shipped["target"]
+        if args.target is None:
+            raise UsageError(f"{args.data!r} is a table: name the column to predict with "
+                             f"--target COL")
+        data.update(target=args.target, groups=list(args.group or ()),
+                    drop=list(args.drop or ()), task=args.task)
+    if kind == "images":
+        data["image_size"] = DEFAULT_IMAGE_SIZE if args.image_size is None else args.image_size
+    return data
+
+
+def _listed(options):
+    return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} and {options[-1]}"
+
+
+def _without(mapping, key):
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _check_recipe_takes(recipe, user_data, recipes):
+    kind = user_data["kind"]
+    if kind not in recipe.task.data_kinds:
+        fits = sorted(n for n, r in recipes.items() if kind in r.task.data_kinds)
+        raise UsageError(f"--model {recipe.name} does not train on {_KIND_NOUN[kind]} "
+                         f"({user_data['path']} is {user_data['why']}); for "
+                         f"{_KIND_NOUN[kind]} use one of: {', '.join(fits)}")
 
 
 def _overrides(recipe, args):

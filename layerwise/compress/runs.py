@@ -16,7 +16,7 @@ from layerwise.train.recipes import TaskData
 def load_run(run_dir):
     """(model in eval mode, config dict, TaskData) of a finished run."""
     run = load_finished_run(run_dir)
-    return run.model, run.config, TaskData(run.splits, run.tokenizer)
+    return run.model, run.config, TaskData(run.splits, run.tokenizer, run.info)
 
 
 def predict(model, dataset, batch_size=500):

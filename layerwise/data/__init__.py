@@ -8,6 +8,9 @@
     tables = table_splits(adult_path(), target="income", groups=["sex", "race"])
     tables.summary(); tables.groups["test"]["sex"]       # the task in one line; the audit's groups
 
+    photos = image_folder_splits("photos/", image_size=32)  # one subfolder per class
+    corpus = TextFiles("novel.txt").text                # a text file, or a folder of them
+
 Needs only the backend and Tensor; nothing here knows about nn or training.
 """
 
@@ -28,6 +31,10 @@ from layerwise.data.table_encoding import MISSING_TOKENS, TableError
 from layerwise.data.tables import (
     MissingDependencyError, Table, TableSplits, read_table, table_splits,
 )
+from layerwise.data.image_folder import (
+    ImageFolder, ImageFolderSplits, folder_fingerprint, image_folder_splits,
+)
+from layerwise.data.text_files import TextFiles
 from layerwise.data.catalog import (
     adult_path, breast_cancer_path, diabetes_path, shipped_table_path, shipped_tables,
 )
@@ -41,5 +48,6 @@ __all__ = [
     "lm_splits",
     "read_table", "table_splits", "Table", "TableSplits", "TableError", "MissingDependencyError",
     "MISSING_TOKENS",
+    "ImageFolder", "ImageFolderSplits", "image_folder_splits", "folder_fingerprint", "TextFiles",
     "shipped_tables", "shipped_table_path", "adult_path", "diabetes_path", "breast_cancer_path",
 ]

@@ -31,6 +31,7 @@ from layerwise.data.table_encoding import (
     TableError,
     infer_target,
     parse_columns,
+    parse_numbers,
 )
 from layerwise.errors import BadFileError, LayerwiseError
 
@@ -41,7 +42,9 @@ _SNIFF_DELIMITERS = ",\t;|"
 _SNIFF_CHARS = 64 * 1024
 _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                 "dev": "val", "test": "test"}
-MISSING_GROUP = "(missing)"  # the group label of an example whose group cell is empty
+MISSING_GROUP = "(missing)"
+MAX_GROUP_VALUES = 12  # distinct numbers a group column may hold before it is cut into ranges
+GROUP_RANGES = 4  # quartiles of the training split: equal shares of the people trained on  # the group label of an example whose group cell is empty
 
 
 class MissingDependencyError(LayerwiseError, ImportError):
@@ -295,12 +298,17 @@ def table_splits(path, target, groups=(), drop=(), task=None, seed=0, fractions=
                                  fractions, seed)
     rows = {name: [have_target[p] for p in pos.tolist()] for name, pos in positions.items()}
     parsed = parse_columns(table.cells, features, lambda i: f"{path} {table.where(i)}")
+    group_cut, group_ranges = {}, {}
+    for g in groups:
+        group_cut[g], edges = _group_labeller(g, table.cells[g], rows["train"],
+                                              lambda i: f"{path} {table.where(i)}")
+        if edges is not None:
+            group_ranges[g] = edges
     encoder = TableEncoder.fit(parsed, rows["train"])
     datasets, group_labels, lines = {}, {}, {}
     for name, pos in positions.items():
         datasets[name] = TensorDataset(encoder.encode(parsed, rows[name]), labels[pos])
-        group_labels[name] = {g: xp.asarray([_group_label(table.cells[g][i]) for i in rows[name]])
-                              for g in groups}
+        group_labels[name] = {g: group_cut[g](rows[name]) for g in groups}
         lines[name] = [int(table.lines[i]) if table.lines else i + 1 for i in rows[name]]
 
     missing = {name: xp.asarray([v in MISSING_TOKENS for v in table.cells[name]])
@@ -308,7 +316,7 @@ def table_splits(path, target, groups=(), drop=(), task=None, seed=0, fractions=
     info = {
         "path": path, "target": target, "task": target_info.task,
         "task_reason": target_info.reason, "classes": target_info.classes,
-        "groups": groups, "dropped": drop, "split_column": split_column, "split_by": split_by,
+        "groups": groups, "group_ranges": group_ranges, "dropped": drop, "split_column": split_column, "split_by": split_by,
         "rows": len(table), "rows_without_target": len(table) - len(have_target),
         "rows_per_split": {name: len(r) for name, r in rows.items()},
         "feature_names": encoder.feature_names(), "columns": encoder.describe(),
@@ -338,6 +346,32 @@ def _check_names(table, target, groups, drop):
 
 def _group_label(value):
     return MISSING_GROUP if value in MISSING_TOKENS else value
+
+
+def _group_labeller(name, cells, train_rows, where):
+    """(rows -> group labels, the range edges or None) for one group column.
+
+    A numeric column of more than MAX_GROUP_VALUES values (age in years) would make a group
+    of every value, most of one or two people; it is cut at its training quartiles instead,
+    into GROUP_RANGES ranges labelled '<28', '[28, 37)', ..., '>=48'.
+    """
+    numbers = parse_numbers(cells, name, where)
+    present = None if numbers is None else numbers[~xp.isnan(numbers)]
+    if present is None or len(xp.unique(present)) <= MAX_GROUP_VALUES:
+        return (lambda rows: xp.asarray([_group_label(cells[i]) for i in rows])), None
+    train = numbers[train_rows]
+    edges = xp.unique(xp.quantile(train[~xp.isnan(train)], xp.linspace(0, 1, GROUP_RANGES + 1)
+                                  [1:-1]))
+    names = ([f"<{edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in zip(edges[:-1], edges[1:])]
+             + [f">={edges[-1]:g}"])
+
+    def labels(rows):
+        values = numbers[rows]
+        out = xp.asarray(names, dtype=object)[xp.searchsorted(edges, values, side="right")]
+        out[xp.isnan(values)] = MISSING_GROUP
+        return out.astype(str)
+
+    return labels, [float(e) for e in edges]
 
 
 def _missing_counts(missing, rows):

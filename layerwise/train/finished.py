@@ -31,6 +31,7 @@ class FinishedRun:
     metrics: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     tokenizer: object = None
+    info: dict = field(default_factory=dict)  # TaskData.info: input shape, classes, ...
 
     @property
     def kind(self):
@@ -59,7 +60,7 @@ def load_finished_run(run_dir):
     state = get_rng_state()  # building a model draws initial weights; leave the caller's stream
     try:
         data = recipe.task.load(config, run_dir)
-        hp = config["hyperparameters"]
+        hp = recipe.task.settle_hyperparameters(dict(config["hyperparameters"]), data)
         steps = max(1, len(data.splits["train"]) // hp.get("batch_size", 1))
         model = recipe.build(hp, steps, data).model
     finally:
@@ -72,7 +73,7 @@ def load_finished_run(run_dir):
     if os.path.isfile(history_path):
         history = read_history(history_path)
     return FinishedRun(run_dir, config, recipe, model, data.splits, metrics, history,
-                       data.tokenizer)
+                       data.tokenizer, data.info)
 
 
 def read_history(path):

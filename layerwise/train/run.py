@@ -29,8 +29,9 @@ from layerwise.train.checkpoint import (
     ResumeCheckpoint, RunError, create_run_dir, discard_uncommitted, has_resume_state,
     load_resume_state, read_json, write_json,
 )
+from layerwise.limits import MAX_INTENDED_USE_CHARS, Text, check_settings
 from layerwise.train.recipes import (
-    EVAL_BATCH, check_run_config, get_recipe, validate_hyperparameters,
+    EVAL_BATCH, HyperparameterError, check_run_config, get_recipe, validate_hyperparameters,
 )
 from layerwise.train.rundir import RunLock, refuse_links, run_path
 from layerwise.train.trainer import Trainer
@@ -38,13 +39,22 @@ from layerwise.train.trainer import Trainer
 FINAL_WEIGHTS = "model.safetensors"
 TRAINED = "trained.json"
 METRICS = "metrics.json"
+_INTENDED_USE = {"intended_use": Text(1, MAX_INTENDED_USE_CHARS)}
 # Files a run adds to rather than writes anew: a link there is refused before training.
 _APPENDED = ("emissions.csv",)
 
 
-def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, **overrides):
-    """The recipe's defaults with ``overrides`` (None values ignored) applied."""
+def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, data=None,
+                intended_use=None, **overrides):
+    """The recipe's defaults with ``overrides`` (None values ignored) applied.
+
+    ``data``: a user's data, {"kind": "table" | "images" | "text", "path": ..., options}
+    (``layerwise train --data``); ``intended_use``: what the model is for, for its card.
+    """
     recipe = get_recipe(recipe_name)
+    if data is not None and data.get("kind") not in recipe.task.data_kinds:
+        raise RunError(f"recipe {recipe_name!r} does not train on {data.get('kind')!r} data; "
+                       f"it takes {', '.join(recipe.task.data_kinds) or 'only its own data'}")
     hparams = dict(recipe.defaults)
     for key, value in overrides.items():
         if value is None:
@@ -54,9 +64,12 @@ def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, **ove
                              f"it has {sorted(hparams)}")
         hparams[key] = value
     validate_hyperparameters(recipe, hparams)  # before any data is loaded or directory made
+    if intended_use is not None:
+        check_settings(_INTENDED_USE, {"intended_use": intended_use}, error=HyperparameterError)
     return {"recipe": recipe_name, "hyperparameters": hparams, "seed": seed,
-            "data": recipe.task.data_record(hparams, data_dir),
-            "checkpoint_every": checkpoint_every, "layerwise_version": layerwise.__version__}
+            "data": recipe.task.data_record(hparams, data_dir, data),
+            "checkpoint_every": checkpoint_every, "intended_use": intended_use,
+            "layerwise_version": layerwise.__version__}
 
 
 def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, check_data=None,
@@ -75,6 +88,7 @@ def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, ch
     data = task.load(config)
     if check_data is not None:
         check_data(data)
+    config = _settled(config, data)
     setup = _setup(config, data)
     default_name = f"{config['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = create_run_dir(out_dir, name or default_name, explicit=name is not None)
@@ -115,6 +129,7 @@ def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None, call
         if checkpoint_every is not None:
             config = dict(config, checkpoint_every=checkpoint_every)
         data = get_recipe(config["recipe"]).task.load(config, run_dir)
+        config = _settled(config, data)
         setup = _setup(config, data)
         return _train(config, run_dir, data, setup, state, progress, verbose, callbacks,
                       trained=_trained(run_dir, state))
@@ -138,6 +153,14 @@ def _trained(run_dir, state):
     if metadata.get("step") != state["global_step"]:
         return None
     return weights, record
+
+
+def _settled(config, data):
+    """The config with the hyperparameters its recipe leaves to the data chosen from it."""
+    recipe = get_recipe(config["recipe"])
+    hparams = recipe.task.settle_hyperparameters(dict(config["hyperparameters"]), data)
+    validate_hyperparameters(recipe, hparams)
+    return dict(config, hyperparameters=hparams)
 
 
 def _setup(config, data):

@@ -89,8 +89,10 @@ class Trainer:
             seen_here += len(targets)
             if not bar.disable:
                 rate = seen_here / max(time.perf_counter() - start, 1e-9)
-                postfix = {"loss": f"{self._sums.mean_loss():.4f}",  # a dict keeps this order
-                           "acc": f"{self._sums.accuracy():.4f}", "samples/s": f"{rate:,.0f}"}
+                postfix = {"loss": f"{self._sums.mean_loss():.4f}"}  # a dict keeps this order
+                if self._sums.has_accuracy:  # not for a regression's float targets
+                    postfix["acc"] = f"{self._sums.accuracy():.4f}"
+                postfix["samples/s"] = f"{rate:,.0f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
             self._notify("on_batch_end", self,

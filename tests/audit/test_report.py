@@ -141,7 +141,7 @@ def test_estimated_energy_becomes_a_caveat(carded):
 def test_group_table_shows_fairlearn_differences_for_binary_tasks():
     import numpy as np
 
-    from layerwise.audit import card as C
+    from layerwise.audit import card_html as C
     from layerwise.audit import groups as G
 
     y = np.array([1, 1, 0, 0, 1, 1, 1, 0, 0, 0])

@@ -477,3 +477,20 @@ def test_shipped_tables_registry_describes_each_file():
     with pytest.raises(ValueError, match="adult, diabetes, breast_cancer"):
         from layerwise.data import shipped_table_path
         shipped_table_path("iris")
+
+
+def test_a_numeric_group_of_many_values_is_cut_at_its_training_quartiles(tmp_path):
+    # train ages 20, 21, ..., 39 (quartiles 24.75, 29.5, 34.25 by linear interpolation);
+    # the test ages fall on both sides of each edge, one is missing and one is past the range
+    train = [(20 + i, i % 2, "train") for i in range(20)]
+    test = [(24, 0, "test"), (25, 1, "test"), (30, 0, "test"), (35, 1, "test"), (90, 0, "test"),
+            ("?", 1, "test"), (29, 0, "test"), (34, 1, "test")]
+    val = [(22, 0, "val"), (38, 1, "val")]
+    text = "age,sex,x,y,split\n" + "".join(f"{a},{s},{s},{s},{p}\n"
+                                           for a, s, p in train + val + test)
+    splits = table_splits(write(tmp_path, "t.csv", text), target="y", groups=["age", "sex"])
+    assert splits.info["group_ranges"] == {"age": [24.75, 29.5, 34.25]}
+    assert splits.groups["test"]["age"].tolist() == [
+        "<24.75", "[24.75, 29.5)", "[29.5, 34.25)", ">=34.25", ">=34.25", "(missing)",
+        "[24.75, 29.5)", "[29.5, 34.25)"]
+    assert splits.groups["test"]["sex"].tolist() == ["0", "1", "0", "1", "0", "1", "0", "1"]

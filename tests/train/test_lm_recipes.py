@@ -54,7 +54,9 @@ def test_every_text_recipe_is_registered_with_a_task():
         assert get_recipe(name).task.kind == ("mlm" if name.startswith("bert") else "lm")
     for name in ("mlp", "tiny", "cnn"):
         assert get_recipe(name).task.kind == "image"
-    assert all(recipe.task.kind in ("image", "lm", "mlm") for recipe in RECIPES.values())
+    for name in ("tabular", "tabular-tiny"):
+        assert get_recipe(name).task.kind == "table"
+    assert all(recipe.task.kind in ("image", "lm", "mlm", "table") for recipe in RECIPES.values())
 
 
 def test_lm_run_directory_metrics_and_learning(lstm_run):

@@ -218,7 +218,7 @@ def test_appends_refuse_anything_but_the_runs_own_regular_file(tmp_path, plant):
 
 
 def test_the_model_card_replaces_a_link_rather_than_writing_through_it(tmp_path, monkeypatch):
-    from layerwise.audit import card
+    from layerwise.audit import card_html as card
 
     monkeypatch.setattr(card, "render_html", lambda content, figures: "<html></html>")
     outside = tmp_path / "outside.json"

@@ -7,8 +7,8 @@ from typing import Callable
 from layerwise import nn, optim
 from layerwise.errors import BadFileError
 from layerwise.limits import (
-    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, MAX_TRAIN_STEPS, Int, Real, SettingError,
-    check_settings, shown,
+    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_INTENDED_USE_CHARS, MAX_SEED, MAX_TRAIN_STEPS, Int, Real,
+    SettingError, Text, check_settings, shown,
 )
 from layerwise.train.checkpoint import RunError
 
@@ -48,13 +48,21 @@ class Task:
 
     kind = "task"
     monitor = "val_loss"  # what best.safetensors keeps the best of
+    data_kinds = ()  # the kinds of a user's data (layerwise.data.kinds) it trains on
 
-    def data_record(self, hparams, data_dir):
-        """The config's "data" entry: where the data comes from."""
+    def data_record(self, hparams, data_dir, data=None):
+        """The config's "data" entry: where the data comes from. ``data``: a user's data as
+        {"kind", "path", ...options} (``train --data``), or None for the task's own."""
         raise NotImplementedError
 
     def load(self, config, run_dir=None):
         raise NotImplementedError
+
+    def settle_hyperparameters(self, hparams, data):
+        """``hparams`` with the values its recipe leaves to the data (null in its defaults,
+        such as a table recipe's batch size) chosen from the loaded ``data``; the run's
+        config.json records what this returns. Unchanged by default."""
+        return hparams
 
     def save(self, data, run_dir):
         """Write what the run needs beside its weights (nothing by default)."""
@@ -132,6 +140,7 @@ def recipe_of(config, path):
 
 _RUN_SEED = {"seed": Int(0, MAX_SEED)}
 _RUN_OPTIONS = {"checkpoint_every": Int(1, MAX_TRAIN_STEPS, none="every epoch")}
+_INTENDED_USE = {"intended_use": Text(1, MAX_INTENDED_USE_CHARS)}
 
 
 def check_run_config(config, path):
@@ -141,6 +150,8 @@ def check_run_config(config, path):
     recipe = recipe_of(config, path)
     check_settings(_RUN_SEED, config, error=BadFileError, where=path)
     check_settings(_RUN_OPTIONS, config, error=BadFileError, where=path, required=False)
+    if config.get("intended_use") is not None:
+        check_settings(_INTENDED_USE, config, error=BadFileError, where=path)
     hparams = config.get("hyperparameters")
     if not isinstance(hparams, dict):
         raise BadFileError(f"{path}: hyperparameters: expected a JSON object, got "

@@ -1,13 +1,14 @@
-"""Language-model recipes: a GPT and an LSTM trained on the Python documentation.
+"""Language-model recipes: a GPT and an LSTM trained on the Python documentation or your text.
 
     layerwise train --model gpt                      # char tokens, ~4 min on 2 cores
     layerwise train --model lstm --tokenizer bpe     # byte-level BPE (512) from the training text
+    layerwise train --data novel.txt --model gpt     # a text file, or a folder of them
     layerwise generate runs/gpt-... --prompt "The "  # continue a prompt with a trained run
 
-The corpus (``python_docs_corpus``) is cut by position: the first 90% of its characters
-train, the last 10% validate, so no validation text leaks into training windows. A char
-vocabulary is read off the whole text (it holds only which characters exist); a BPE
-tokenizer is trained on the training part only. Either is saved as the run's
+The corpus (``python_docs_corpus``, or the user's text: ``corpus.py``) is cut by position: the
+first 90% of its characters train, the last 10% validate, so no validation text leaks into
+training windows. A char vocabulary is read off the whole text (it holds only which characters
+exist); a BPE tokenizer is trained on the training part only. Either is saved as the run's
 ``tokenizer.json``, and a resumed run reads it back instead of rebuilding it.
 
 A finished run reports the validation loss per token and per character (total nats over
@@ -16,19 +17,15 @@ the unigram entropy of the validation text for reference (what a model that igno
 could at best reach), and a seeded sample, also written to ``sample.txt``.
 """
 
-import hashlib
 import math
 import os
-import platform
 from collections import Counter
 from dataclasses import dataclass
 
 from layerwise import optim
 from layerwise.autograd import Tensor
 from layerwise.backend import xp
-from layerwise.data.text import (
-    BPETokenizer, CharTokenizer, lm_splits, load_tokenizer, python_docs_corpus,
-)
+from layerwise.data.text import BPETokenizer, CharTokenizer, lm_splits, load_tokenizer
 from layerwise.limits import (
     MAX_BATCH_SIZE, MAX_CONTEXT, MAX_CORPUS_CHARS, MAX_LAYERS, MAX_NEW_TOKENS, MAX_VOCAB,
     MAX_WIDTH, Choice, Flag, Int, Real, SettingError, Text,
@@ -39,6 +36,9 @@ from layerwise.nn import functional as F
 from layerwise.nn.module import Module
 from layerwise.serialization import write_text_atomic
 from layerwise.train.checkpoint import RunError, load_run_weights, read_json
+from layerwise.train.recipes.corpus import (
+    check_windows, checked_corpus, corpus_name, corpus_record, split_text,
+)
 from layerwise.train.recipes.base import (
     PROBABILITY, RECIPES, TRAINING_SCHEMA, Parts, Recipe, Task, TaskData, recipe_of, register,
 )
@@ -51,43 +51,6 @@ CHAR_VOCAB_ESTIMATE = 256  # what a size check assumes before the corpus is read
 
 
 # --- the corpus and its tokenizer -----------------------------------------------------------
-
-
-def corpus_text(hp):
-    """The pydoc corpus, cut to its first ``corpus_chars`` characters when that is set."""
-    text = python_docs_corpus()
-    n = hp.get("corpus_chars")
-    return text if n is None else text[: int(n)]
-
-
-def corpus_record(hp):
-    """The config's "data" entry: the corpus differs between Python versions, so the run
-    records which one it used and a hash that a resume checks."""
-    text = corpus_text(hp)
-    return {"source": "pydoc_data.topics", "python": platform.python_version(),
-            "chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "data_dir": None}
-
-
-def checked_corpus(config):
-    """The corpus text of a run, refusing one that differs from the text it was trained on."""
-    hp, record = config["hyperparameters"], config["data"]
-    text = corpus_text(hp)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if record.get("sha256") not in (None, digest):
-        raise RunError(f"this Python's documentation corpus ({platform.python_version()}, "
-                       f"{len(text):,} characters) is not the one the run used (Python "
-                       f"{record.get('python')}, {record.get('chars'):,} characters); "
-                       "continue the run with that Python")
-    return text
-
-
-def split_text(text, val_fraction):
-    """(train, val) text: the last ``val_fraction`` of the characters held out whole."""
-    if not 0 < val_fraction < 1:
-        raise RunError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    cut = int(len(text) * (1 - val_fraction))
-    return text[:cut], text[cut:]
 
 
 def build_tokenizer(kind, train_text, full_text, bpe_vocab_size):
@@ -129,8 +92,8 @@ def encode_prompt(tokenizer, prompt):
             shown = ", ".join(repr(c) for c in unknown[:5])
             what = f"character {shown} is" if len(unknown) == 1 else f"characters {shown} are"
             raise RunError(f"prompt {what} not in the run's character vocabulary "
-                           f"({tokenizer.vocab_size} characters of the Python docs); leave it "
-                           "out, or train with --tokenizer bpe, which encodes any text")
+                           f"({tokenizer.vocab_size} characters of its training text); leave "
+                           "it out, or train with --tokenizer bpe, which encodes any text")
     return tokenizer.encode(prompt)
 
 
@@ -155,11 +118,13 @@ def token_cross_entropy(logits, targets):
 
 
 class LanguageModelTask(Task):
-    """Next-token prediction on the pydoc corpus; ``make_model(hp, vocab_size)`` builds the
-    network, so ``layerwise generate`` can rebuild it from a run's config."""
+    """Next-token prediction on the pydoc corpus or a user's text; ``make_model(hp,
+    vocab_size)`` builds the network, so ``layerwise generate`` can rebuild it from a run's
+    config."""
 
     kind = "lm"
     monitor = "val_loss"
+    data_kinds = ("text",)
 
     def __init__(self, make_model):
         self.make_model = make_model
@@ -167,22 +132,25 @@ class LanguageModelTask(Task):
     def model_vocab_size(self, tokenizer):
         return tokenizer.vocab_size
 
-    def data_record(self, hparams, data_dir):
+    def data_record(self, hparams, data_dir, data=None):
         if data_dir is not None:
             raise RunError("--data-dir is for the image recipes; the language models train on "
-                           "the Python documentation that ships with Python")
-        return corpus_record(hparams)
+                           "the Python documentation that ships with Python, or --data TEXT")
+        return corpus_record(hparams, data)
 
     def load(self, config, run_dir=None):
         hp = config["hyperparameters"]
-        text = checked_corpus(config)
+        text = checked_corpus(config, quiet=run_dir is not None)  # warned when it began
         train_text, val_text = split_text(text, hp["val_fraction"])
         tokenizer = run_tokenizer(hp, train_text, text, run_dir)
+        train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+        check_windows(config, len(text), len(train_ids), len(val_ids))
         try:  # the sample is written when the run ends: a prompt it cannot encode fails now
             encode_prompt(tokenizer, hp["sample_prompt"])
         except RunError as err:
-            raise RunError(f"sample_prompt={hp['sample_prompt']!r}: {err}") from None
-        train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+            raise RunError(f"sample_prompt={hp['sample_prompt']!r}: {err}; or --set "
+                           f"sample_prompt=TEXT with characters of {corpus_name(config)}, "
+                           f"e.g. {text[:8]!r}") from None
         block = hp["block_size"]
         # lm_splits holds out the last int(n * f) tokens... of one stream: choose f so that its
         # cut falls exactly between the two separately encoded parts (the +0.5 absorbs rounding).

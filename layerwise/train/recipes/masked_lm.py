@@ -1,6 +1,8 @@
-"""BERT pre-training by masked-LM on the Python documentation, and the encoding of sentences.
+"""BERT pre-training by masked-LM on the Python documentation (or your text), and the encoding
+of sentences.
 
-    layerwise train --model bert          # char tokens, a few minutes on 2 cores
+    layerwise train --model bert                     # char tokens, a few minutes on 2 cores
+    layerwise train --model bert --data notes/       # a text file, or a folder of them
 
 Each paragraph of the corpus (text between blank lines), cut into pieces of at most
 ``max_len - 2`` tokens, becomes one sequence ``[CLS] piece [SEP]`` padded to ``max_len``.
@@ -26,9 +28,11 @@ from layerwise.data.text import CharTokenizer
 from layerwise.models.bert import BertConfig, BertForMaskedLM, mask_tokens
 from layerwise.nn import functional as F
 from layerwise.limits import MAX_CONTEXT, MAX_LAYERS, MAX_WIDTH, Int, Real
+from layerwise.train.recipes.corpus import (
+    check_sequences, checked_corpus, corpus_record, split_text,
+)
 from layerwise.train.recipes.language import (
-    CORPUS_SCHEMA, TOKENIZER_FILE, checked_corpus, corpus_record, decay_groups, run_tokenizer,
-    split_text, unigram_entropy, vocab_estimate,
+    CORPUS_SCHEMA, TOKENIZER_FILE, decay_groups, run_tokenizer, unigram_entropy, vocab_estimate,
 )
 from layerwise.train.checkpoint import RunError
 from layerwise.train.recipes.base import Parts, Task, TaskData, register
@@ -102,10 +106,12 @@ def bert_config(hp, vocab_size):
 
 
 class MaskedLMTask(Task):
-    """Masked-LM pre-training of BertForMaskedLM on the pydoc paragraphs."""
+    """Masked-LM pre-training of BertForMaskedLM on the paragraphs of the pydoc corpus or a
+    user's text."""
 
     kind = "mlm"
     monitor = "val_loss"
+    data_kinds = ("text",)
 
     def model_vocab_size(self, tokenizer):
         return tokenizer.vocab_size + len(SPECIALS)
@@ -113,24 +119,25 @@ class MaskedLMTask(Task):
     def make_model(self, hp, vocab_size):
         return BertForMaskedLM(bert_config(hp, vocab_size))
 
-    def data_record(self, hparams, data_dir):
+    def data_record(self, hparams, data_dir, data=None):
         if data_dir is not None:
             raise RunError("--data-dir is for the image recipes; BERT trains on the Python "
-                           "documentation that ships with Python")
-        return corpus_record(hparams)
+                           "documentation that ships with Python, or --data TEXT")
+        return corpus_record(hparams, data)
 
     def load(self, config, run_dir=None):
         hp = config["hyperparameters"]
         if hp["max_len"] < 3:
             raise RunError(f"max_len must be >= 3 ([CLS], a token, [SEP]), got {hp['max_len']}")
-        text = checked_corpus(config)
+        text = checked_corpus(config, quiet=run_dir is not None)  # warned when it began
         train_text, val_text = split_text(text, hp["val_fraction"])
         tokenizer = run_tokenizer(hp, train_text, text, run_dir)
         sp = special_ids(tokenizer)
-        train_ids, _ = pack(tokenizer, paragraph_pieces(tokenizer, train_text, hp["max_len"]),
-                            hp["max_len"])
-        val_ids, _ = pack(tokenizer, paragraph_pieces(tokenizer, val_text, hp["max_len"]),
-                          hp["max_len"])
+        train_pieces = paragraph_pieces(tokenizer, train_text, hp["max_len"])
+        val_pieces = paragraph_pieces(tokenizer, val_text, hp["max_len"])
+        check_sequences(config, len(text), len(train_pieces), len(val_pieces))
+        train_ids, _ = pack(tokenizer, train_pieces, hp["max_len"])
+        val_ids, _ = pack(tokenizer, val_pieces, hp["max_len"])
         # The validation set is masked once, with its own seed: the same tokens every epoch.
         val_inputs, val_labels = mask_tokens(
             val_ids, sp["[MASK]"], tokenizer.vocab_size, prob=hp["mask_prob"],
