@@ -280,10 +280,10 @@ def _user_data(run):
 
 def _intended_use(run):
     """The run's stated use; for the shipped data only, the recipe's own; else a warning."""
-    text = run.config.get("intended_use")
+    text, users = run.config.get("intended_use"), run.config.get("intended_users")
     if text:
-        return intended_use_section(text, None, "the run's config (layerwise train "
-                                                "--intended-use)")
+        return intended_use_section(text, users, "the run's config (layerwise train "
+                                                 "--intended-use)")
     default = None if _user_data(run) else (
         _DIGITS_USE if run.kind == "image" else _CORPUS_USE if run.kind in ("lm", "mlm")
         else None)

@@ -29,7 +29,7 @@ from layerwise.errors import LayerwiseError
 
 _RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "name",
                    "tokenizer", "set", "data", "target", "group", "drop", "task", "image_size",
-                   "intended_use")
+                   "intended_use", "intended_users")
 # The recipe `--data PATH` trains when no --model is given, by what PATH holds.
 DEFAULT_RECIPE_FOR = {"table": "tabular", "images": "cnn", "text": "gpt"}
 # Options that only one kind of --data takes.
@@ -94,6 +94,9 @@ def build_parser():
                        f"(default: {DEFAULT_IMAGE_SIZE})")
     train.add_argument("--intended-use", metavar="TEXT",
                        help="what the model is for and not for: the model card's intended use")
+    train.add_argument("--intended-users", metavar="TEXT",
+                       help="who the model is made for (e.g. 'students of this course'): the "
+                       "model card says so beside the intended use")
     train.add_argument("--tokenizer", choices=("char", "bpe"),
                        help="text recipes: characters (default) or a byte-level BPE of 512 "
                        "tokens trained on the training text")
@@ -233,7 +236,8 @@ def _train(args):
             config = make_config(name, seed=0 if args.seed is None else args.seed,
                                  data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
                                  data=user_data and _without(user_data, "why"),
-                                 intended_use=args.intended_use, **overrides)
+                                 intended_use=args.intended_use,
+                                 intended_users=args.intended_users, **overrides)
         except HyperparameterError as err:
             given = {key for key, _ in args.set or ()}
             raise UsageError(f"--set {err}" if err.key in given else str(err)) from None

@@ -39,17 +39,18 @@ from layerwise.train.trainer import Trainer
 FINAL_WEIGHTS = "model.safetensors"
 TRAINED = "trained.json"
 METRICS = "metrics.json"
-_INTENDED_USE = {"intended_use": Text(1, MAX_INTENDED_USE_CHARS)}
+_STATED = Text(1, MAX_INTENDED_USE_CHARS)  # the intended use and users a card states
 # Files a run adds to rather than writes anew: a link there is refused before training.
 _APPENDED = ("emissions.csv",)
 
 
 def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, data=None,
-                intended_use=None, **overrides):
+                intended_use=None, intended_users=None, **overrides):
     """The recipe's defaults with ``overrides`` (None values ignored) applied.
 
     ``data``: a user's data, {"kind": "table" | "images" | "text", "path": ..., options}
-    (``layerwise train --data``); ``intended_use``: what the model is for, for its card.
+    (``layerwise train --data``); ``intended_use``: what the model is for, and
+    ``intended_users``: who it is made for, both for its card.
     """
     recipe = get_recipe(recipe_name)
     if data is not None and data.get("kind") not in recipe.task.data_kinds:
@@ -64,11 +65,16 @@ def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, data=
                              f"it has {sorted(hparams)}")
         hparams[key] = value
     validate_hyperparameters(recipe, hparams)  # before any data is loaded or directory made
-    if intended_use is not None:
-        check_settings(_INTENDED_USE, {"intended_use": intended_use}, error=HyperparameterError)
+    stated = {"intended_use": intended_use, "intended_users": intended_users}
+    if intended_users is not None and intended_use is None:
+        raise HyperparameterError("intended_users needs intended_use: say what the model is "
+                                  "for as well as who it is for (--intended-use TEXT)")
+    check_settings({k: _STATED for k, v in stated.items() if v is not None}, stated,
+                   error=HyperparameterError, required=False)
     return {"recipe": recipe_name, "hyperparameters": hparams, "seed": seed,
             "data": recipe.task.data_record(hparams, data_dir, data),
             "checkpoint_every": checkpoint_every, "intended_use": intended_use,
+            "intended_users": intended_users,
             "layerwise_version": layerwise.__version__}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from layerwise.audit.groups import wilson_interval
 from layerwise.autograd import Tensor
-from layerwise.data import adult_path
+from layerwise.data import adult_path, diabetes_path
 from layerwise.train.checkpoint import ResumeCheckpoint
 from layerwise.train.finished import load_finished_run
 from tests.cli.test_cli import assert_one_error_line, run_cli
@@ -107,6 +107,10 @@ def _bad_tables(tmp_path):
      ["parameters, more than MAX_PARAMETERS"]),
     (["--data", "{table}", "--target", "label", "--set", "hidden=[0]"], 2,
      ["--set hidden=[0]", "from 1"]),
+    (["--data", "{table}", "--target", "label", "--intended-users", "students"], 2,
+     ["intended_users needs intended_use", "--intended-use TEXT"]),
+    (["--data", "{table}", "--target", "label", "--intended-use", ""], 2,
+     ['intended_use=""', "a text of 1 to 2,000 characters"]),
 ])
 def test_bad_table_input_gives_one_line_and_writes_nothing(capsys, tmp_path, argv, code,
                                                            fragments):
@@ -291,3 +295,26 @@ def test_audit_data_and_explain_of_a_table_run_answer_in_one_line(capsys, tmp_pa
     code, _, err = run_cli(capsys, "explain", run_dir, "--index", "0")
     assert code == 1
     assert_one_error_line(err, "'tabular-tiny' run on a table")
+
+
+def test_a_shipped_table_by_name_with_its_target_and_the_card_says_who_it_is_for(capsys,
+                                                                                  tmp_path):
+    out = tmp_path / "runs"
+    code, stdout, err = run_cli(
+        capsys, "train", "--out", str(out), "--model", "tabular-tiny", "--no-progress",
+        "--data", "diabetes", "--group", "sex", "--intended-use", "Teaching regression",
+        "--intended-users", "students of a statistics course")
+    assert code == 0, err
+    assert stdout.startswith("data: diabetes is the shipped table 'diabetes', a .csv file: "
+                             "training 'tabular-tiny'\n")
+    run = run_dir_of(stdout)
+    config = read_json(os.path.join(run, "config.json"))
+    assert config["data"]["path"] == str(Path(diabetes_path()).resolve())
+    assert config["data"]["target"] == "target"  # the shipped table's own target
+    card = read_json(os.path.join(run, "card.json"))
+    assert card["intended_use"]["use"] == "Teaching regression"
+    assert card["intended_use"]["users"] == "students of a statistics course"
+    assert "students of a statistics course" in Path(run, "card.html").read_text()
+    # the headline is printed last; sex 1 and 2 of 44 test patients: cells under 30 are warned
+    assert stdout.rstrip().splitlines()[-1].startswith("Worst group: sex=")
+    assert "not to be trusted" in stdout.rstrip().splitlines()[-1]

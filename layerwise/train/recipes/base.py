@@ -140,7 +140,7 @@ def recipe_of(config, path):
 
 _RUN_SEED = {"seed": Int(0, MAX_SEED)}
 _RUN_OPTIONS = {"checkpoint_every": Int(1, MAX_TRAIN_STEPS, none="every epoch")}
-_INTENDED_USE = {"intended_use": Text(1, MAX_INTENDED_USE_CHARS)}
+_STATED = Text(1, MAX_INTENDED_USE_CHARS)  # the intended use and users a card states
 
 
 def check_run_config(config, path):
@@ -150,8 +150,9 @@ def check_run_config(config, path):
     recipe = recipe_of(config, path)
     check_settings(_RUN_SEED, config, error=BadFileError, where=path)
     check_settings(_RUN_OPTIONS, config, error=BadFileError, where=path, required=False)
-    if config.get("intended_use") is not None:
-        check_settings(_INTENDED_USE, config, error=BadFileError, where=path)
+    stated = {k: _STATED for k in ("intended_use", "intended_users")
+              if config.get(k) is not None}
+    check_settings(stated, config, error=BadFileError, where=path, required=False)
     hparams = config.get("hyperparameters")
     if not isinstance(hparams, dict):
         raise BadFileError(f"{path}: hyperparameters: expected a JSON object, got "
