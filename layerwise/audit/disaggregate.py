@@ -62,7 +62,7 @@ def disaggregate(y_true, y_pred, groups, task="classification", proba=None, posi
     if len(y_true) != len(y_pred):
         raise ValueError(f"y_true and y_pred must have one entry per example, got lengths "
                          f"{len(y_true)} and {len(y_pred)}")
-    columns = _group_columns(groups, len(y_true))
+    columns = group_columns(groups, len(y_true))
     if task == "classification":
         scorer = _Classification(y_true, y_pred, proba, positive, level)
     else:
@@ -95,8 +95,9 @@ def _one_per_example(name, y):
     return y
 
 
-def _group_columns(groups, n):
-    """{name: (N,) array of str labels}; None and NaN become MISSING."""
+def group_columns(groups, n):
+    """{name: (N,) array of str labels} of ``groups`` ({column name: one label per example},
+    lists, arrays or Tensors); None and NaN become MISSING. One line for each mistake."""
     if not isinstance(groups, dict):
         raise TypeError(f"groups must be a dict {{column name: one label per example}}, got "
                         f"{type(groups).__name__}")
@@ -105,11 +106,18 @@ def _group_columns(groups, n):
     columns = {}
     for name, labels in groups.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"group column names must be non-empty strings, got {name!r}")
+            raise TypeError(f"group column names must be non-empty strings, got {name!r} "
+                            f"({type(name).__name__})")
+        labels = getattr(labels, "data", labels)  # a layerwise Tensor's array
+        if hasattr(labels, "detach") and hasattr(labels, "cpu"):  # a torch.Tensor
+            labels = labels.detach().cpu().numpy()
         labels = np.asarray(labels, dtype=object)
-        if labels.ndim != 1 or len(labels) != n:
-            raise ValueError(f"group column {name!r} must give one label per example ({n}), "
-                             f"got shape {labels.shape}")
+        if labels.ndim != 1:
+            raise ValueError(f"group column {name!r} must be 1-D, one label per example "
+                             f"({n}); got shape {labels.shape}")
+        if len(labels) != n:
+            raise ValueError(f"group column {name!r} has {len(labels)} labels for {n} examples; "
+                             f"give one label per example, in their order")
         columns[name] = np.array([MISSING if v is None or (isinstance(v, float) and math.isnan(v))
                                   else str(v) for v in labels], dtype=object)
     return columns

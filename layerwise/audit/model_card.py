@@ -31,7 +31,7 @@ import numpy as np
 import layerwise
 from layerwise.audit import calibration
 from layerwise.audit.card_html import write_card
-from layerwise.audit.disaggregate import MIN_CELL
+from layerwise.audit.disaggregate import MIN_CELL, group_columns
 from layerwise.audit.people import people_section
 from layerwise.audit.predictions import (
     BATCH,
@@ -138,7 +138,7 @@ def evaluate(model, test, groups=None, task=None, train=None, val=None, classes=
     the splits come from, whose group labels the copy check compares too."""
     x_te, y_te = examples(test, "test")
     if groups is not None:
-        groups = check_groups(groups, len(y_te))
+        groups = group_columns(groups, len(y_te))
     out, kind = model_outputs(model, x_te, task, batch_size)
     task = resolve_task(task, out, kind, y_te)
     split_x = {"test": x_te}
@@ -230,31 +230,6 @@ def _table_groups(splits, groups):
             raise ValueError(f"group column {c!r} is not one of the table's group columns "
                              f"{list(available)}; name them in table_splits(groups=[...])")
     return {c: available[c] for c in names}
-
-
-def check_groups(groups, n):
-    """{name: (N,) labels} of ``groups``, each named by a string and one label per example."""
-    if not isinstance(groups, dict):
-        raise TypeError(f"groups must be a dict {{column name: one label per test example}}, "
-                        f"got {type(groups).__name__}")
-    if not groups:
-        raise ValueError("groups is empty; name at least one column, e.g. {'sex': labels}")
-    checked = {}
-    for name, labels in groups.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"group column names must be non-empty strings, got {name!r} "
-                            f"({type(name).__name__})")
-        if isinstance(labels, Tensor) or hasattr(labels, "detach"):
-            labels = host(labels)
-        labels = np.asarray(labels, dtype=object)
-        if labels.ndim != 1:
-            raise ValueError(f"group column {name!r} must be 1-D, one label per test example "
-                             f"({n}); got shape {labels.shape}")
-        if len(labels) != n:
-            raise ValueError(f"group column {name!r} has {len(labels)} labels but the test data "
-                             f"has {n} examples; give one label per test example, in its order")
-        checked[name] = labels
-    return checked
 
 
 def _check_out(out):

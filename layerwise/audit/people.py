@@ -13,7 +13,7 @@ breakdown with its intervals.
 import numpy as np
 
 from layerwise.audit import plots
-from layerwise.audit.disaggregate import LEVEL, MIN_CELL, _group_columns, disaggregate
+from layerwise.audit.disaggregate import LEVEL, MIN_CELL, disaggregate, group_columns
 from layerwise.audit.groups import wilson_interval
 
 # Each breakdown gets a bar plot up to this many: every breakdown of three columns (2^3 - 1);
@@ -103,7 +103,7 @@ def _add_coverage(result, groups, y_true, intervals, level):
     low, high = intervals
     y = np.asarray(y_true, np.float64)
     inside = (low <= y) & (y <= high)  # (N,) bool
-    columns = _group_columns(groups, len(y))
+    columns = group_columns(groups, len(y))
     result["calibration"] = (f"interval coverage per cell: the share of its targets inside "
                              f"the model's (low, high) interval, with a Wilson {level:.0%} "
                              f"interval")

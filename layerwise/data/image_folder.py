@@ -31,7 +31,7 @@ import warnings
 from layerwise.autograd.tensor import Tensor
 from layerwise.backend import xp
 from layerwise.data.dataset import Dataset, TensorDataset, stratified_split
-from layerwise.data.kinds import IMAGE_SUFFIXES
+from layerwise.data.kinds import IMAGE_SUFFIXES, visible_names
 from layerwise.errors import BadFileError
 from layerwise.limits import (
     DEFAULT_IMAGE_SIZE, MAX_IMAGE_FOLDER_BYTES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, shown,
@@ -51,10 +51,6 @@ def _is_image_name(name):
     return os.path.splitext(name.lower())[1] in IMAGE_SUFFIXES
 
 
-def _visible(names):
-    return sorted(n for n in names if not n.startswith("."))
-
-
 def find_classes(root):
     """(classes, class_to_idx): the sorted subfolder names of ``root``; BadFileError (one
     line) for a missing root, a file, an empty folder, or a folder without subfolders."""
@@ -64,7 +60,7 @@ def find_classes(root):
     if not os.path.isdir(root):
         raise BadFileError(f"{root!r} is a file; give a folder with one subfolder of images "
                            f"per class (e.g. {os.path.join(root, 'cat', '1.png')!r})")
-    entries = _visible(os.listdir(root))
+    entries = visible_names(os.listdir(root))
     if not entries:
         raise BadFileError(f"image folder {root!r} is empty; give one subfolder of images per "
                            f"class (e.g. {os.path.join(root, 'cat', '1.png')!r})")
@@ -83,8 +79,8 @@ def _class_files(folder):
     """(image paths, other file paths) under ``folder``, each sorted, hidden names left out."""
     images, others = [], []
     for here, dirs, files in os.walk(folder):
-        dirs[:] = _visible(dirs)  # walk in sorted order, skipping hidden folders
-        for name in _visible(files):
+        dirs[:] = visible_names(dirs)  # walk in sorted order, skipping hidden folders
+        for name in visible_names(files):
             (images if _is_image_name(name) else others).append(os.path.join(here, name))
     return sorted(images), sorted(others)
 

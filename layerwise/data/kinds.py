@@ -26,7 +26,8 @@ def _suffix(name):
     return os.path.splitext(base)[1]
 
 
-def _visible(names):
+def visible_names(names):
+    """The names of a folder listing a user sees (no dot files), sorted."""
     return sorted(n for n in names if not n.startswith("."))
 
 
@@ -46,7 +47,7 @@ def data_kind(path):
             f"--data {path!r}: cannot tell what the file holds from {suffix or 'no suffix'!r}; "
             f"give a table ({', '.join(TABLE_SUFFIXES)}, optionally .gz), a text file "
             f"({', '.join(TEXT_SUFFIXES)}) or a folder")
-    entries = _visible(os.listdir(path))
+    entries = visible_names(os.listdir(path))
     if not entries:
         raise BadFileError(f"--data {path!r}: the folder is empty; give one subfolder of "
                            f"images per class, or text files")

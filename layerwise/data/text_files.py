@@ -19,7 +19,7 @@ import os
 import warnings
 import zlib
 
-from layerwise.data.kinds import TEXT_SUFFIXES
+from layerwise.data.kinds import TEXT_SUFFIXES, visible_names
 from layerwise.errors import BadFileError
 from layerwise.limits import MAX_CORPUS_CHARS
 
@@ -62,7 +62,7 @@ def text_file_names(path):
         raise BadFileError(f"text {path!r} does not exist")
     if os.path.isfile(path):
         return [path], []
-    names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+    names = visible_names(os.listdir(path))
     files = [n for n in names if os.path.isfile(os.path.join(path, n))]
     if not files:
         raise BadFileError(f"text folder {path!r} holds no files; give text files "

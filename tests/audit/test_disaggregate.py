@@ -262,7 +262,7 @@ BAD = [
     (dict(y_true=Y, y_pred=Y, groups=G4, level=95), "got 95"),
     (dict(y_true=Y, y_pred=Y, groups=["a", "a", "b", "b"]), "got list"),
     (dict(y_true=Y, y_pred=Y, groups={}), "groups is empty"),
-    (dict(y_true=Y, y_pred=Y, groups={"g": ["a", "b"]}), "'g' must give one label per example (4)"),
+    (dict(y_true=Y, y_pred=Y, groups={"g": ["a", "b"]}), "'g' has 2 labels for 4 examples"),
     (dict(y_true=Y, y_pred=Y, groups={"": ["a"] * 4}), "got ''"),
     (dict(y_true=Y, y_pred=Y[:3], groups=G4), "lengths 4 and 3"),
     (dict(y_true=np.eye(4), y_pred=Y, groups=G4), "shape (4, 4)"),

@@ -354,7 +354,7 @@ def _bad_cases(tmp_path):
     clf = {"task": "classification"}
     return [
         ((logit_of_first_column, (x, y), {"sex": sex[:-1]}), clf,
-         ValueError, "group column 'sex' has 442 labels but the test data has 443 examples"),
+         ValueError, "group column 'sex' has 442 labels for 443 examples"),
         ((logit_of_first_column, (x, y), {3: sex}), clf,
          TypeError, "group column names must be non-empty strings, got 3"),
         ((logit_of_first_column, (x, y), ["sex"]), clf,
