@@ -31,14 +31,15 @@ long = int64
 __version__ = "0.1.0"
 
 # Subpackages, reachable as lw.nn, lw.optim, ... as in PyTorch (they import the names above).
-from layerwise import data, models, nn, optim, parallel  # noqa: E402
+from layerwise import data, distributed, models, nn, optim, parallel  # noqa: E402
 
 
 def __getattr__(name):
     # lw.audit attaches to the core rather than being part of it: it is imported on first use
-    # (lw.audit.card), so `import layerwise` does not load matplotlib and scipy
-    if name == "audit":
+    # (lw.audit.card), so `import layerwise` does not load matplotlib and scipy; lw.onnx (the
+    # exporter) and lw.serve (the server's batcher and models) attach the same way
+    if name in ("audit", "onnx", "serve"):
         import importlib
 
-        return importlib.import_module("layerwise.audit")
+        return importlib.import_module(f"layerwise.{name}")
     raise AttributeError(f"module 'layerwise' has no attribute {name!r}")

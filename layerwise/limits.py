@@ -41,6 +41,8 @@ DEFAULT_IMAGE_SIZE = 32  # CIFAR's size: small enough for a CPU, big enough to s
 MAX_IMAGE_FOLDER_BYTES = 2_000_000_000
 MAX_INTENDED_USE_CHARS = 2_000  # of a model card's intended-use text: a paragraph or two
 MAX_SHOWN_CHARS = 60  # of a bad value quoted in a message
+MAX_BATCH_WAIT_MS = 60_000.0  # a served request's wait for its batch: longer is a mistake
+MAX_QUEUED_REQUESTS = 10_000_000  # requests a served model may hold waiting for a batch
 
 
 class SettingError(LayerwiseError, ValueError):

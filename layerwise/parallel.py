@@ -65,13 +65,15 @@ def _with_sink(work, i):
 
 
 def _add_grads(first, second):
-    """Each tensor's two gradients summed, first half first, into its ``.grad``."""
+    """Each tensor's two gradients summed, first half first, into its ``.grad``: the end of
+    one backward pass, whose post-accumulate-grad hooks and queued callbacks run here."""
     handed_out = set()
-    for key, (tensor, g) in first.items():
-        other = second.pop(key, None)
-        engine._accumulate_leaf(tensor, g if other is None else g + other[1], handed_out)
-    for tensor, g in second.values():  # reached by the second half only
-        engine._accumulate_leaf(tensor, g, handed_out)
+    with engine.backward_pass():
+        for key, (tensor, g) in first.items():
+            other = second.pop(key, None)
+            engine._accumulate_leaf(tensor, g if other is None else g + other[1], handed_out)
+        for tensor, g in second.values():  # reached by the second half only
+            engine._accumulate_leaf(tensor, g, handed_out)
 
 
 def _check(model, batch, reduction):

@@ -44,7 +44,9 @@ def readme_blocks(language):
 
 
 def readme_commands():
-    """Each command line of the README's bash blocks, split as the shell would."""
+    """Each command line of the README's bash blocks, split as the shell would. Its text
+    blocks are shown, not run: `layerwise serve` runs until it is stopped, so its block is
+    checked against a real server by tests/serve/test_server.py instead."""
     commands = []
     for block in readme_blocks("bash"):
         for line in block.splitlines():

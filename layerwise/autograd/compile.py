@@ -29,8 +29,8 @@ import copy
 from layerwise import backend
 from layerwise.backend import xp
 from layerwise.autograd import anomaly, grad_mode, recording
-from layerwise.autograd.engine import (_accumulate_leaf, route_grads, run_backward,
-                                       topological_order)
+from layerwise.autograd.engine import (_accumulate_leaf, backward_pass, route_grads,
+                                       run_backward, topological_order)
 from layerwise.autograd.tensor import Tensor
 
 
@@ -336,7 +336,8 @@ class _Trace:
                     anomaly.check_finite(out, op.cls.__name__, "forward")
                 values[("op", j)] = out
             elif kind == "backward":
-                self._backward(event[1], event[2], values, nodes, args)
+                with backward_pass():  # a replayed backward runs queue_callback's callbacks
+                    self._backward(event[1], event[2], values, nodes, args)
             else:
                 _, function, call_args, kwargs = event
                 function(*call_args, **kwargs)

@@ -4,8 +4,16 @@ The walk is iterative (an explicit stack, not recursion), so a chain of 10,000 o
 problem. Gradients meet in a dict keyed by node; a leaf that requires grad accumulates into
 ``.grad``. Each node's saved arrays are dropped as soon as its backward has run, unless the
 caller asks to keep the graph.
+
+Two hook points let other code act on gradients as they appear, with PyTorch's names: a leaf's
+``register_post_accumulate_grad_hook(hook)`` (tensor.py) runs ``hook(tensor)`` right after
+backward has added into that leaf's ``.grad``, and ``queue_callback(fn)``, called from such a
+hook, runs ``fn()`` once the backward pass under way has finished. Data-parallel training
+(layerwise.nn.parallel) starts each bucket's allreduce from the first and waits for them all
+in the second.
 """
 
+import contextlib
 import threading
 
 from layerwise.backend import xp
@@ -73,10 +81,17 @@ def backward(root, grad=None, retain_graph=False):
 
     if recording.active is not None and not recording.active.paused:
         recording.active.backward(root, gradient_given, retain_graph)  # lw.compile's capture
-    root = root._graph_ref()
+    with backward_pass():
+        _walk(root._graph_ref(), grad, retain_graph)
+
+
+def _walk(root, grad, retain_graph):
+    """The backward loop over the graph from ``root`` with gradient ``grad``."""
     grads = {id(root): grad}
     handed_out = set()  # ids of arrays already stored as some leaf's .grad in this pass
-    for entry in reversed(topological_order(root)):
+    order = topological_order(root)
+    uses = _hooked_leaf_uses(order) if hooks_registered else None
+    for entry in reversed(order):
         g = grads.pop(id(entry), None)
         ctx = entry._ctx
         if ctx is None:  # a leaf Tensor
@@ -96,8 +111,45 @@ def backward(root, grad=None, retain_graph=False):
         input_grads = run_backward(ctx, g, retain_graph)
         route_grads(grads, [id(parent) for parent in ctx.parents], ctx.needs_input_grad,
                     input_grads)
+        if uses:
+            _accumulate_finished_leaves(ctx.parents, uses, grads, handed_out)
         if not retain_graph:
             _free(ctx)
+
+
+# Whether any leaf has ever had a post-accumulate-grad hook: until then backward skips the
+# pass that finds them.
+hooks_registered = False
+
+
+def _hooked_leaf_uses(order):
+    """{id(leaf): the number of recorded ops that take it} for the leaves with post-accumulate-
+    grad hooks. Such a leaf gets its gradient (and its hooks run) as soon as the last of those
+    ops has run its backward, not where the topological order places the leaf itself: that
+    can be after every other node (the first layer's weight before the output layer's), and a
+    data-parallel bucket could then start no allreduce before backward ends."""
+    uses = {}
+    for entry in order:
+        ctx = entry._ctx
+        if ctx is None or ctx.parents is None:
+            continue
+        for parent in ctx.parents:
+            if parent._ctx is None and parent._post_accumulate_grad_hooks:
+                uses[id(parent)] = uses.get(id(parent), 0) + 1
+    return uses
+
+
+def _accumulate_finished_leaves(parents, uses, grads, handed_out):
+    """Accumulate each hooked leaf among ``parents`` whose last consumer has just run; its
+    own turn in the order then finds no gradient left to add."""
+    for parent in parents:
+        key = id(parent)
+        if key in uses:
+            uses[key] -= 1
+            if uses[key] == 0:
+                g = grads.pop(key, None)
+                if g is not None:
+                    _accumulate_leaf(parent, g, handed_out)
 
 
 def run_backward(ctx, g, retain_graph):
@@ -120,6 +172,39 @@ def route_grads(grads, keys, needs_input_grad, input_grads):
             continue
         previous = grads.get(key)
         grads[key] = pg if previous is None else previous + pg
+
+
+class _Pass(threading.local):
+    """The callbacks queued for the end of this thread's backward pass under way (None
+    outside one)."""
+
+    callbacks = None
+
+
+_pass = _Pass()
+
+
+@contextlib.contextmanager
+def backward_pass():
+    """One backward pass: runs what ``queue_callback`` queued once the body has finished
+    (not when it raised). A backward started from a hook is a pass of its own."""
+    outer, _pass.callbacks = _pass.callbacks, []
+    try:
+        yield
+        queued = _pass.callbacks
+    finally:
+        _pass.callbacks = outer
+    for callback in queued:  # after restoring: a callback may run a backward of its own
+        callback()
+
+
+def queue_callback(callback):
+    """Run ``callback()`` when the backward pass under way finishes (PyTorch's
+    ``Variable._execution_engine.queue_callback``): for hooks that act once per backward."""
+    if _pass.callbacks is None:
+        raise RuntimeError("queue_callback() is for hooks that run during backward(); no "
+                           "backward pass is under way")
+    _pass.callbacks.append(callback)
 
 
 class _Sink(threading.local):
@@ -148,13 +233,17 @@ def _accumulate_leaf(tensor, g, handed_out):
         return
     if tensor.grad is not None:
         tensor.grad = Tensor(tensor.grad.data + g.astype(tensor.data.dtype, copy=False))
-        return
-    if g.dtype != tensor.data.dtype:
-        g = g.astype(tensor.data.dtype)
-    elif not g.flags.writeable or g.base is not None or id(g) in handed_out:
-        g = g.copy()
-    handed_out.add(id(g))
-    tensor.grad = Tensor(g)
+    else:
+        if g.dtype != tensor.data.dtype:
+            g = g.astype(tensor.data.dtype)
+        elif not g.flags.writeable or g.base is not None or id(g) in handed_out:
+            g = g.copy()
+        handed_out.add(id(g))
+        tensor.grad = Tensor(g)
+    hooks = tensor._post_accumulate_grad_hooks
+    if hooks:
+        for hook in list(hooks.values()):
+            hook(tensor)
 
 
 def _free(ctx):

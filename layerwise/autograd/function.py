@@ -43,6 +43,8 @@ class Function:
             out._ctx = ctx
         if recording.active is not None and not recording.active.paused:
             recording.active.op(type(ctx), ctx, inputs, params, out, track)  # lw.compile's capture
+        if recording.observer is not None:
+            recording.observer(type(ctx), inputs, params, out)  # lw.onnx.export's trace
         return out
 
     def __repr__(self):

@@ -8,6 +8,12 @@ While a compiled function runs for the first time, ``active`` holds its recorder
   and what they run inside is not recorded op by op;
 - ``unsupported(reason)`` raises for code a replay would get wrong.
 
+``observer``, beside it, watches without capturing: while set, ``Function.apply`` calls
+``observer(cls, inputs, params, out)`` after every op (the class that ran, a fast path or the
+reference; the input Tensors; the parameters; the output Tensor), and so do the Tensor
+comparisons, which are not Functions (ops/methods.py). ``lw.onnx.export`` records a model's
+forward through it.
+
 Outside a recording every hook is one ``is None`` test.
 """
 
@@ -15,6 +21,7 @@ import functools
 from collections.abc import Iterator
 
 active = None  # the recorder of the compiled call being captured, else None
+observer = None  # a function told of every op that runs (see above), else None
 
 
 def replayable(method):

@@ -32,6 +32,9 @@ class Tensor:
     __slots__ = ("data", "requires_grad", "grad", "_ctx", "_retains_grad", "_ref", "__weakref__",
                  "__dict__")
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
+    # {key: hook} once register_post_accumulate_grad_hook is called (in the instance dict):
+    # a class default keeps every other tensor one slot smaller.
+    _post_accumulate_grad_hooks = None
 
     def __init__(self, data, requires_grad=False):
         # Internal constructor: ``data`` is already an xp array. Users call lw.tensor().
@@ -127,6 +130,25 @@ class Tensor:
 
         backward(self, gradient, retain_graph=retain_graph)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Run ``hook(tensor)`` each time a backward pass has added into this leaf's ``.grad``
+        (PyTorch's name); returns a handle whose ``remove()`` takes the hook off again."""
+        if not self.is_leaf or not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook needs a leaf tensor that "
+                               f"requires grad (a parameter); got a tensor with "
+                               f"is_leaf={self.is_leaf}, requires_grad={self.requires_grad}")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        if self._post_accumulate_grad_hooks is None:
+            from layerwise.autograd import engine
+
+            engine.hooks_registered = True  # from now on backward looks for hooked leaves
+            self._post_accumulate_grad_hooks = {}
+        hooks = self._post_accumulate_grad_hooks
+        key = max(hooks, default=-1) + 1
+        hooks[key] = hook
+        return _HookHandle(hooks, key)
+
     # --- conversion ---------------------------------------------------------------------
     def to(self, dtype_or_device=None, dtype=None):
         """``t.to(lw.float64)`` or ``t.to("cpu")``; only the CPU exists in this backend."""
@@ -170,6 +192,14 @@ class Tensor:
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return f"tensor({body}" + "".join(", " + e for e in extras) + ")"
+
+
+class _HookHandle:
+    def __init__(self, hooks, key):
+        self.hooks, self.key = hooks, key
+
+    def remove(self):
+        self.hooks.pop(self.key, None)
 
 
 def _describe(value):

@@ -73,6 +73,16 @@ def blas_threads():
     return _blas[1]() if _blas else None
 
 
+def limit_blas_threads(count):
+    """Let NumPy's BLAS use at most ``count`` threads from now on (where threadpoolctl can
+    reach it): each process of a data-parallel job gets its share of the machine's cores."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    threadpoolctl.threadpool_limits(limits=count, user_api="blas")
+
+
 def available():
     """Whether run_pair would use two cores right now."""
     threads = blas_threads()

@@ -7,9 +7,13 @@
     layerwise train --model gpt --tokenizer bpe --set n_layer=2   # a language model
     layerwise generate runs/gpt-... --prompt "The "               # continue a prompt
 
+    layerwise train --model tiny --nproc 2   # data-parallel on 2 processes (MPI)
+
 Mistakes a user can fix (a bad option, a missing directory, a damaged checkpoint, a full
 disk) print one line ``error: ...`` on stderr and exit with 2 (usage) or 1 (anything else), no
 traceback. Anything else is a bug: its traceback, a line asking to report it, and exit 3.
+In a job of several processes (mpiexec), the line names the rank (``error: rank 1 of 2:
+...``), and a rank that fails ends the whole job, so that the others do not wait for it.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import sys
 import traceback
 import warnings
 
+from layerwise import distributed
 from layerwise.cli.argtypes import (
     DEFAULT_IMAGE_SIZE, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRID_INTENSITY, MAX_IMAGE_SIZE, MAX_PUE,
     MAX_SEED, MAX_TRAIN_STEPS, MIN_IMAGE_SIZE, MIN_PUE,
@@ -26,6 +31,12 @@ from layerwise.cli.argtypes import (
 )
 from layerwise.cli.generate import add_generate_parser, generate
 from layerwise.errors import LayerwiseError
+
+MAX_PROCESSES = 1_024  # ranks --nproc starts on this machine
+# Set by a user who chose the BLAS's thread count; otherwise each rank takes its share of the
+# cores, as torchrun sets OMP_NUM_THREADS: two ranks each spinning two BLAS threads on two
+# cores ran the tiny recipe's steps 7x slower.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 _RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "name",
                    "tokenizer", "set", "data", "target", "group", "drop", "task", "image_size",
@@ -108,6 +119,10 @@ def build_parser():
     train.add_argument("--checkpoint-every", type=int_in_range(1, MAX_TRAIN_STEPS),
                        metavar="N", help="write the resume checkpoint every N steps "
                        "(default: at the end of each epoch)")
+    train.add_argument("--nproc", type=int_in_range(1, MAX_PROCESSES), metavar="N",
+                       help="train data-parallel on N processes of this machine, under the "
+                       "environment's mpiexec (needs `uv sync --extra mpi`); --batch-size "
+                       "stays the global batch")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--list", action="store_true", help="list the recipes and exit")
     train.add_argument("--allow-contamination", action="store_true",
@@ -124,22 +139,29 @@ def build_parser():
     add_generate_parser(commands)
     # The other commands live in their own modules, each adding its parser with a handler.
     from layerwise.cli import (audit, audit_data, compress, cost, datasets, explain, finetune,
-                               report)
+                               report, serve)
+    from layerwise.cli import export as export_command
 
-    for module in (audit, audit_data, explain, report, cost, compress, finetune, datasets):
+    for module in (audit, audit_data, explain, report, cost, compress, finetune, datasets,
+                   serve, export_command):
         module.add_parser(commands)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    args.argv = argv  # what --nproc runs again under mpiexec
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
-        return _run_command(args)
+        status = _run_command(args)
+    if status and distributed.is_initialized() and distributed.world_size() > 1:
+        distributed.abort(status)  # the other ranks would wait for this one until the timeout
+    return status
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -153,16 +175,16 @@ def _run_command(args):
             return args.handler(args)
         return generate(args, UsageError) if args.command == "generate" else _train(args)
     except UsageError as err:
-        print(f"error: {_one_line(err)} (see `layerwise {args.command} --help`)", file=sys.stderr)
+        _error(f"{_one_line(err)} (see `layerwise {args.command} --help`)")
         return 2
     except LayerwiseError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        _error(_one_line(err))
         return 1
     except OSError as err:  # a missing file, a permission, a full disk: the machine, not a bug
-        print(f"error: {_os_error(err)}", file=sys.stderr)
+        _error(_os_error(err))
         return 1
     except MemoryError:
-        print("error: out of memory; try a smaller --batch-size or model", file=sys.stderr)
+        _error("out of memory; try a smaller --batch-size or model")
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; continue with --resume", file=sys.stderr)
@@ -172,6 +194,10 @@ def _run_command(args):
         print(f"layerwise {layerwise_version()}: this is a bug in layerwise, not in what you "
               f"typed; please report it with the command you ran", file=sys.stderr)
         return 3
+
+
+def _error(message):
+    print(f"error: {distributed.rank_label()}{message}", file=sys.stderr)
 
 
 def _one_line(err):
@@ -192,6 +218,11 @@ def layerwise_version():
 
 
 def _train(args):
+    if args.nproc is not None and args.nproc > 1 and not distributed.launched():
+        from layerwise.distributed.launch import run_under_mpiexec  # before the heavy imports
+
+        return run_under_mpiexec(args.nproc, [sys.executable, "-m", "layerwise.cli", *args.argv])
+    _join_the_job(args.nproc)
     from layerwise.train.checkpoint import read_json
     from layerwise.train.recipes import (
         DEFAULT_RECIPE, RECIPES, HyperparameterError, get_recipe,
@@ -248,6 +279,8 @@ def _train(args):
         check = None if args.allow_contamination else refuse_contamination
         run_dir, metrics = start_run(config, out_dir=args.out, name=args.name, progress=progress,
                                      check_data=check, callbacks=[run_cost_callback])
+    if distributed.rank() != 0:
+        return 0  # rank 0 reports the run and writes its card
     print(f"run: {run_dir}")
     for line in recipe.task.summary(metrics):
         print(line)
@@ -260,6 +293,22 @@ def _train(args):
         if headline and card["disaggregated"].get("groups"):  # only for groups the user named
             print(headline)
     return 0
+
+
+def _join_the_job(nproc):
+    """Join the MPI job this process belongs to, if mpiexec started it; then only rank 0
+    prints (the others' output and warnings would repeat it), and errors name the rank."""
+    world = distributed.init()
+    if nproc is not None and world != nproc:
+        raise UsageError(f"--nproc {nproc} asks for {nproc} processes but mpiexec started "
+                         f"{world}; give one of the two")
+    if world > 1 and not any(name in os.environ for name in _THREAD_VARIABLES):
+        from layerwise.backend import threads
+
+        threads.limit_blas_threads(max(1, (os.cpu_count() or 1) // distributed.local_size()))
+    if distributed.rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of this process)
+        warnings.simplefilter("ignore")
 
 
 def _user_data(args):

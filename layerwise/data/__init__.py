@@ -22,6 +22,7 @@ from layerwise.data.dataset import (
     stratified_split,
 )
 from layerwise.data.loader import DataLoader, default_collate
+from layerwise.data.samplers import DistributedSampler, ShardSampler
 from layerwise.data.digits import digits_csv_path, digits_splits, load_digits_5k
 from layerwise.data.mnist import load_mnist, mnist_file_names, mnist_splits, read_idx
 from layerwise.data.text import (
@@ -41,7 +42,7 @@ from layerwise.data.catalog import (
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split", "stratified_split",
-    "DataLoader", "default_collate",
+    "DataLoader", "default_collate", "DistributedSampler", "ShardSampler",
     "load_digits_5k", "digits_splits", "digits_csv_path",
     "read_idx", "load_mnist", "mnist_splits", "mnist_file_names",
     "python_docs_corpus", "CharTokenizer", "BPETokenizer", "load_tokenizer", "save_tokenizer",

@@ -80,16 +80,24 @@ class DataLoader:
 
     Starting a new ``iter()`` without loading a state begins a new epoch, as in PyTorch.
     The state follows the most recently started iterator.
+
+    ``sampler``: what to read each epoch instead, in its order (an iterable of indices with a
+    length, e.g. ``DistributedSampler``: one process's share); it excludes ``shuffle``, as in
+    PyTorch. A sampler with ``state_dict()`` has its state (its epoch) in the loader's.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 collate_fn=None):
+                 collate_fn=None, sampler=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("sampler and shuffle=True are two ways to order the samples; "
+                             "give one (the sampler shuffles, if it is asked to)")
         self.dataset = dataset
+        self.sampler = sampler
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -107,7 +115,7 @@ class DataLoader:
         self._resume = False        # next iter() continues the current epoch
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     @property
@@ -117,6 +125,8 @@ class DataLoader:
 
     def _order(self):
         """This epoch's sample order; draws from the generator only when shuffling."""
+        if self.sampler is not None:
+            return xp.asarray(list(self.sampler), dtype=xp.int64)
         n = len(self.dataset)
         return self._generator.permutation(n) if self.shuffle else xp.arange(n)
 
@@ -166,6 +176,7 @@ class DataLoader:
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            "sampler": _sampler_state(self.sampler),
         }
 
     def load_state_dict(self, state):
@@ -177,11 +188,19 @@ class DataLoader:
                     f"loader state has {key}={state[key]!r} but this loader has {key}={mine!r}; "
                     f"resume with a loader built like the one that was saved"
                 )
+        saved_sampler, mine = state.get("sampler"), _sampler_state(self.sampler)
+        if (saved_sampler is None) != (mine is None):
+            raise ValueError(
+                f"loader state was saved {'with' if mine is None else 'without'} a sampler "
+                f"state but this loader has {'none' if mine is None else 'one'}; resume with "
+                f"a loader built like the one that was saved")
         position = int(state["batches_yielded"])
         if not 0 <= position < max(len(self), 1):
             raise ValueError(
                 f"batches_yielded={position} is out of range for a loader of {len(self)} batches"
             )
+        if mine is not None:
+            self.sampler.load_state_dict(saved_sampler)
         self.seed = int(state["seed"])
         self._generator = xp.random.default_rng(self.seed)
         self._generator.bit_generator.state = state["generator"]
@@ -189,3 +208,8 @@ class DataLoader:
         self._epoch = int(state["epoch"])
         self._position = position
         self._resume = True
+
+
+def _sampler_state(sampler):
+    """The sampler's state when it has one to restore (an epoch), else None."""
+    return sampler.state_dict() if hasattr(sampler, "state_dict") else None

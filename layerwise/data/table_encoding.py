@@ -258,3 +258,17 @@ class TableEncoder:
 
     def describe(self):
         return {column.name: column.describe() for column in self.columns}
+
+    @classmethod
+    def from_description(cls, described):
+        """The encoder that ``describe()`` wrote, rebuilt (a served run encodes a request's
+        row with the statistics its training split fitted)."""
+        columns = []
+        for name, column in described.items():
+            if column["kind"] == "numeric":
+                columns.append(NumericColumn(name, column["mean"], column["std"],
+                                             column["median"], column["missing_indicator"]))
+            else:
+                columns.append(CategoricalColumn(name, list(column["categories"]),
+                                                 column["other_in_train"]))
+        return cls(columns)

@@ -12,7 +12,7 @@ from layerwise.interop.hf import (
 from layerwise.interop.hf import (
     load_state_dict as load_hf_state_dict,
 )
-from layerwise.interop.onnx_export import export_onnx, register_converter, to_onnx
+from layerwise.interop.onnx_export import export_onnx, to_onnx
 from layerwise.interop.torch import load_torch_safetensors, save_for_torch
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "load_hf_state_dict",
     "load_torch_safetensors",
     "read_config",
-    "register_converter",
     "save_for_torch",
     "to_onnx",
 ]

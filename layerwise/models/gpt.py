@@ -240,35 +240,47 @@ class GPT(Module):
         cropped window, exactly as without a cache (the positions of all tokens shift, so
         cached keys would be stale). Cached and uncached generation give the same tokens.
         """
+        steps = self.stream(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+        tokens = idx.data if isinstance(idx, Tensor) else xp.asarray(idx)
+        return Tensor(xp.concatenate([tokens.astype(backend.int64), *steps], axis=1))
+
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+               use_cache=True):
+        """The tokens ``generate`` appends, one step at a time: an iterator of (B, 1) int64
+        arrays, so that a server can send each token as it is made. The arguments are checked
+        now; ``generate`` is this iterator concatenated after ``idx``."""
         temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p,
                                                     self.config.vocab_size)
         tokens = idx.data if isinstance(idx, Tensor) else xp.asarray(idx)
         if tokens.ndim != 2 or tokens.shape[1] == 0:
             raise ValueError(f"generate needs token ids of shape (B, T) with T >= 1, "
                              f"got shape {tokens.shape}")
-        tokens = tokens.astype(backend.int64)
         generator = xp.random.default_rng(seed) if seed is not None else backend.rng()
+        return self._steps(tokens.astype(backend.int64), max_new_tokens, temperature, top_k,
+                           top_p, generator, use_cache)
+
+    def _steps(self, tokens, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
         block = self.config.block_size
         was_training = self.training
         self.eval()
         cache = self.new_kv_cache() if use_cache else None
         pending = tokens  # tokens not yet in the cache
         try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    if cache is not None and len(cache) + pending.shape[1] > block:
-                        cache = None  # the window starts to slide: recompute from here on
+            for _ in range(max_new_tokens):
+                if cache is not None and len(cache) + pending.shape[1] > block:
+                    cache = None  # the window starts to slide: recompute from here on
+                with no_grad():  # per step: the caller runs with its own mode between tokens
                     if cache is not None:
                         hidden = self._hidden(Tensor(pending), cache)
                     else:
                         hidden = self._hidden(Tensor(tokens[:, -block:]))
-                    logits = self.lm_head(hidden[:, -1, :]).data  # (B, V): only the last position
-                    nxt = _sample(logits, temperature, top_k, top_p, generator)[:, None]  # (B, 1)
-                    tokens = xp.concatenate([tokens, nxt], axis=1)
-                    pending = nxt
+                    logits = self.lm_head(hidden[:, -1, :]).data  # (B, V): the last position
+                nxt = _sample(logits, temperature, top_k, top_p, generator)[:, None]  # (B, 1)
+                tokens = xp.concatenate([tokens, nxt], axis=1)
+                pending = nxt
+                yield nxt
         finally:
             self.train(was_training)
-        return Tensor(tokens)
 
     # --- accounting ---------------------------------------------------------------------
     def num_params(self, non_embedding=True):

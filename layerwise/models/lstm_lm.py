@@ -100,6 +100,12 @@ class LSTMLanguageModel(Module):
         step, so the cost per token does not grow with the length. temperature == 0 is greedy;
         ``seed`` draws from a private generator, leaving the global one untouched.
         """
+        steps = self.stream(idx, max_new_tokens, temperature, top_k, top_p, seed)
+        return Tensor(xp.concatenate([idx.data, *steps], axis=1).astype(backend.int64))
+
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
+        """The tokens ``generate`` appends, one step at a time: an iterator of (B, 1) int64
+        arrays (a server sends each as it is made). The arguments are checked now."""
         if (
             isinstance(max_new_tokens, bool)
             or not isinstance(max_new_tokens, int)
@@ -108,20 +114,24 @@ class LSTMLanguageModel(Module):
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         _check_sampling(temperature, top_k, top_p)
         gen = backend.rng() if seed is None else xp.random.default_rng(seed)
+        return self._steps(idx, max_new_tokens, temperature, top_k, top_p, gen)
+
+    def _steps(self, idx, max_new_tokens, temperature, top_k, top_p, gen):
         was_training = self.training
         self.eval()
         try:
+            if max_new_tokens == 0:
+                return
             with no_grad():
                 logits, state = self(idx)
-                pieces = [idx.data]
-                for step in range(max_new_tokens):
-                    token = sample_next(logits.data[:, -1], temperature, top_k, top_p, gen)  # (B,)
-                    pieces.append(token[:, None])
-                    if step + 1 < max_new_tokens:
+            for step in range(max_new_tokens):
+                token = sample_next(logits.data[:, -1], temperature, top_k, top_p, gen)  # (B,)
+                yield token[:, None].astype(backend.int64)
+                if step + 1 < max_new_tokens:
+                    with no_grad():
                         logits, state = self(Tensor(token[:, None]), state)  # one step
         finally:
             self.train(was_training)
-        return Tensor(xp.concatenate(pieces, axis=1).astype(backend.int64))
 
 
 def _check_sampling(temperature, top_k, top_p):

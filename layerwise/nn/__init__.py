@@ -40,7 +40,7 @@ from layerwise.nn.attention import MultiheadAttention
 from layerwise.nn.transformer import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
 from layerwise.nn.embedding import Embedding
 from layerwise.nn.rnn import GRU, LSTM, RNN, RNNBase
-from layerwise.nn import functional, init, utils
+from layerwise.nn import functional, init, parallel, utils
 
 __all__ = [
     "Parameter",
@@ -73,6 +73,7 @@ __all__ = [
     "functional",
     "init",
     "utils",
+    "parallel",
     "Conv1d",
     "Conv2d",
     "AdaptiveAvgPool2d",

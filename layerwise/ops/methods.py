@@ -1,6 +1,7 @@
 """Tensor's operators and methods, bound here so that autograd/ never imports ops/."""
 
 from layerwise import backend
+from layerwise.autograd import recording
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops import activation as act
 from layerwise.ops import elementwise as ew
@@ -10,11 +11,26 @@ from layerwise.ops import reduce as rd
 from layerwise.ops._convert import as_tensor_like
 
 
-def _compare(op):
+class Compare:
+    """A comparison or logical op (``params["op"]`` names it). Not a Function: it has no
+    gradient and records no graph. It reports itself to ``recording.observer`` so that an
+    export records a mask computed from the input (``ids == pad``) as the comparison it is."""
+
+
+def _compare(op, name):
     def compare(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
+        out = Tensor(op(self.data, other.data if isinstance(other, Tensor) else other))
+        if recording.observer is not None:
+            recording.observer(Compare, (self, as_tensor_like(other, self)), {"op": name}, out)
+        return out
     return compare
+
+
+def _invert(self):
+    out = Tensor(~self.data)
+    if recording.observer is not None:
+        recording.observer(Compare, (self,), {"op": "not"}, out)
+    return out
 
 
 def _swap(fn):
@@ -37,14 +53,14 @@ _METHODS = {
     "__pow__": ew.pow, "__rpow__": _swap(ew.pow),
     "__matmul__": mm.matmul, "__rmatmul__": _swap(mm.matmul),
     "__neg__": ew.neg, "__abs__": ew.abs, "__getitem__": mv.getitem,
-    "__lt__": _compare(lambda a, b: a < b), "__le__": _compare(lambda a, b: a <= b),
-    "__gt__": _compare(lambda a, b: a > b), "__ge__": _compare(lambda a, b: a >= b),
-    "__eq__": _compare(lambda a, b: a == b), "__ne__": _compare(lambda a, b: a != b),
-    "__invert__": lambda self: Tensor(~self.data),
-    "__and__": _compare(lambda a, b: a & b), "__or__": _compare(lambda a, b: a | b),
-    "eq": _compare(lambda a, b: a == b), "ne": _compare(lambda a, b: a != b),
-    "lt": _compare(lambda a, b: a < b), "gt": _compare(lambda a, b: a > b),
-    "le": _compare(lambda a, b: a <= b), "ge": _compare(lambda a, b: a >= b),
+    "__lt__": _compare(lambda a, b: a < b, "lt"), "__le__": _compare(lambda a, b: a <= b, "le"),
+    "__gt__": _compare(lambda a, b: a > b, "gt"), "__ge__": _compare(lambda a, b: a >= b, "ge"),
+    "__eq__": _compare(lambda a, b: a == b, "eq"), "__ne__": _compare(lambda a, b: a != b, "ne"),
+    "__invert__": _invert,
+    "__and__": _compare(lambda a, b: a & b, "and"), "__or__": _compare(lambda a, b: a | b, "or"),
+    "eq": _compare(lambda a, b: a == b, "eq"), "ne": _compare(lambda a, b: a != b, "ne"),
+    "lt": _compare(lambda a, b: a < b, "lt"), "gt": _compare(lambda a, b: a > b, "gt"),
+    "le": _compare(lambda a, b: a <= b, "le"), "ge": _compare(lambda a, b: a >= b, "ge"),
     "add": ew.add, "sub": ew.sub, "mul": ew.mul, "div": ew.div, "pow": ew.pow, "matmul": mm.matmul,
     "neg": ew.neg, "exp": ew.exp, "log": ew.log, "sqrt": ew.sqrt, "rsqrt": ew.rsqrt, "abs": ew.abs,
     "clamp": ew.clamp, "clip": ew.clamp, "maximum": ew.maximum, "minimum": ew.minimum,

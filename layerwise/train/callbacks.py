@@ -117,7 +117,7 @@ class BestCheckpoint(Callback):
         if self.tracker.improved(value):
             self.best_epoch = logs["epoch"]
             metadata = {"epoch": logs["epoch"], "monitor": self.tracker.monitor, "value": value}
-            save(trainer.model.state_dict(), self.path, metadata=metadata)
+            save(trainer.unwrapped_model.state_dict(), self.path, metadata=metadata)
 
     def state_dict(self):
         return {"best": self.tracker.best, "best_epoch": self.best_epoch}

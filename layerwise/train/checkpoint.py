@@ -247,12 +247,16 @@ class ResumeCheckpoint(Callback):
     Keep it last in the callback list, so the state it saves includes what the other
     callbacks decided at the end of the epoch. It also carries the training time so far,
     so a resumed run reports the time of both parts.
+
+    ``write=False``: a rank other than 0 of a data-parallel run, which takes part in
+    gathering the state (``Trainer.state_dict`` collects every rank's) but leaves the
+    files to rank 0.
     """
 
-    def __init__(self, run_dir, every=None, clock=None):
+    def __init__(self, run_dir, every=None, clock=None, write=True):
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"checkpoint every must be a positive number of steps, got {every!r}")
-        self.run_dir, self.every = run_dir, every
+        self.run_dir, self.every, self.write = run_dir, every, write
         self._clock = clock or time.perf_counter
         self.seconds_before = 0.0  # training time of earlier (interrupted) sessions
         self._started = None
@@ -265,10 +269,15 @@ class ResumeCheckpoint(Callback):
 
     def on_batch_end(self, trainer, logs):
         if self.every is not None and trainer.global_step % self.every == 0:
-            save_resume_state(self.run_dir, trainer.state_dict())
+            self._save(trainer)
 
     def on_epoch_end(self, trainer, logs):
-        save_resume_state(self.run_dir, trainer.state_dict())
+        self._save(trainer)
+
+    def _save(self, trainer):
+        state = trainer.state_dict()
+        if self.write:
+            save_resume_state(self.run_dir, state)
 
     def state_dict(self):
         return {"seconds": self.seconds()}

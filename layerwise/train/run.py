@@ -15,6 +15,9 @@ A run ends in steps that can each be retried: training writes ``model.safetensor
 mark of a finished run, after which trained.json goes. If finishing fails, ``resume_run`` sees
 trained.json and redoes only the finishing step from the saved weights. The whole time, the
 process holds the run's lock (``run.lock``), so a second ``--resume`` is refused.
+
+On several processes (MPI), each rank calls the same function; what differs between ranks
+(rank 0 writes, the others train) is decided in ``layerwise.train.data_parallel``.
 """
 
 import os
@@ -22,12 +25,11 @@ import time
 
 import layerwise
 from layerwise.backend import manual_seed
-from layerwise.data import DataLoader
 from layerwise.serialization import load_with_metadata, save
+from layerwise.train import data_parallel
 from layerwise.train.callbacks import BestCheckpoint, EarlyStopping, HistoryLogger
 from layerwise.train.checkpoint import (
-    ResumeCheckpoint, RunError, create_run_dir, discard_uncommitted, has_resume_state,
-    load_resume_state, read_json, write_json,
+    ResumeCheckpoint, RunError, create_run_dir, has_resume_state, read_json, write_json,
 )
 from layerwise.limits import MAX_INTENDED_USE_CHARS, Text, check_settings
 from layerwise.train.recipes import (
@@ -80,7 +82,8 @@ def make_config(recipe_name, seed=0, data_dir=None, checkpoint_every=None, data=
 
 def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, check_data=None,
               callbacks=()):
-    """Train a new run into a fresh directory; returns (run_dir, metrics).
+    """Train a new run into a fresh directory; returns (run_dir, metrics), or (None, None) on
+    the ranks other than 0 of a data-parallel run, which write nothing.
 
     ``check_data(data)`` runs before anything is written and may raise RunError (the CLI
     passes the contamination check of layerwise.audit, which train must not import).
@@ -96,6 +99,8 @@ def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, ch
         check_data(data)
     config = _settled(config, data)
     setup = _setup(config, data)
+    if not data_parallel.writes_run():
+        return None, _train(config, None, data, setup, None, progress, verbose, callbacks)
     default_name = f"{config['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = create_run_dir(out_dir, name or default_name, explicit=name is not None)
     with RunLock(run_dir):
@@ -106,7 +111,8 @@ def start_run(config, out_dir="runs", name=None, progress=True, verbose=True, ch
 
 
 def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None, callbacks=()):
-    """Continue an interrupted run from its last checkpoint; returns its metrics.
+    """Continue an interrupted run from its last checkpoint; returns its metrics (None on the
+    ranks other than 0 of a data-parallel run).
 
     ``callbacks``: the factories the run was started with (see ``start_run``).
 
@@ -119,7 +125,7 @@ def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None, call
     # A run whose saved settings meet the same schemas as a new run's, before it is locked
     # (and again once it is: another process may have written it in between).
     check_run_config(read_json(config_path, "the run's config"), config_path)
-    with RunLock(run_dir):
+    with data_parallel.run_lock(run_dir):
         config = read_json(config_path, "the run's config")
         check_run_config(config, config_path)
         if os.path.isfile(os.path.join(run_dir, METRICS)):
@@ -130,8 +136,7 @@ def resume_run(run_dir, progress=True, verbose=True, checkpoint_every=None, call
                 f"{run_dir} has no resume checkpoint (last.json) yet; start a new run instead"
             )
         refuse_links(run_dir, _APPENDED)
-        state = load_resume_state(run_dir)
-        discard_uncommitted(run_dir)
+        state = data_parallel.resume_state(run_dir)
         if checkpoint_every is not None:
             config = dict(config, checkpoint_every=checkpoint_every)
         data = get_recipe(config["recipe"]).task.load(config, run_dir)
@@ -175,14 +180,15 @@ def _setup(config, data):
     hp, seed = config["hyperparameters"], config["seed"]
     manual_seed(seed)  # the model's initial weights; a resumed run overwrites them
     # The loader's own generator; seed + 1 keeps its stream apart from the global one.
-    train_loader = DataLoader(data.splits["train"], batch_size=hp["batch_size"], shuffle=True,
-                              seed=seed + 1)
-    val_loader = DataLoader(data.splits["val"], batch_size=hp.get("eval_batch_size", EVAL_BATCH))
+    train_loader = data_parallel.train_loader(data.splits["train"], hp["batch_size"], seed + 1)
+    val_loader = data_parallel.eval_loader(data.splits["val"],
+                                           hp.get("eval_batch_size", EVAL_BATCH))
     try:
         parts = recipe.build(hp, len(train_loader), data)
     except ValueError as err:  # a hyperparameter the model or optimizer refuses
         raise RunError(f"recipe {recipe.name!r} cannot be built with these hyperparameters: "
                        f"{err}") from None
+    data_parallel.seed_rank_generator(seed)
     return train_loader, val_loader, parts
 
 
@@ -193,18 +199,20 @@ def _train(config, run_dir, data, setup, state, progress, verbose, callbacks=(),
     hp = config["hyperparameters"]
     train_loader, val_loader, parts = setup
 
+    writer = data_parallel.writes_run()  # the other ranks of a data-parallel run write nothing
     standard = [HistoryLogger(os.path.join(run_dir, "history.jsonl")),
                 BestCheckpoint(os.path.join(run_dir, "best.safetensors"),
-                               monitor=recipe.task.monitor)]
+                               monitor=recipe.task.monitor)] if writer else []
     if hp.get("patience"):
         standard.append(EarlyStopping(monitor="val_loss", patience=hp["patience"]))
-    recorders = [make(run_dir, config) for make in callbacks]
-    clock = ResumeCheckpoint(run_dir, every=config.get("checkpoint_every"))
+    recorders = [make(run_dir, config) for make in callbacks] if writer else []
+    clock = ResumeCheckpoint(run_dir, every=config.get("checkpoint_every"), write=writer)
     ordered = standard + recorders + [clock]  # the checkpoint last: it saves what others decided
-    trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, train_loader, val_loader,
-                      epochs=hp["epochs"], scheduler=parts.scheduler, callbacks=ordered,
-                      clip_grad_norm=parts.clip_grad_norm, batch_transform=parts.batch_transform,
-                      progress=progress, verbose=verbose, forward=parts.forward)
+    trainer = Trainer(data_parallel.replicate(parts.model), parts.optimizer, parts.loss_fn,
+                      train_loader, val_loader, epochs=hp["epochs"], scheduler=parts.scheduler,
+                      callbacks=ordered, clip_grad_norm=parts.clip_grad_norm,
+                      batch_transform=parts.batch_transform, progress=progress and writer,
+                      verbose=verbose and writer, forward=parts.forward)
     if state is not None:
         try:
             trainer.load_state_dict(state)
@@ -212,6 +220,10 @@ def _train(config, run_dir, data, setup, state, progress, verbose, callbacks=(),
             raise RunError(f"the checkpoint in {run_dir} does not fit its config: "
                            f"{str(err).splitlines()[0]}") from None
 
+    if not writer:  # the other ranks train beside rank 0, which saves and finishes the run
+        if trained is None:
+            trainer.fit()
+        return None
     if trained is None:
         trainer.fit()
         save(parts.model.state_dict(), os.path.join(run_dir, FINAL_WEIGHTS),

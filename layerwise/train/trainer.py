@@ -15,6 +15,14 @@ non-finite value (found by re-running the batch under ``lw.autograd.detect_anoma
 ``state_dict()`` holds everything the loop needs to continue bit for bit: model, optimizer,
 scheduler, the global random generator, the loaders' positions, counters, the partial
 sums of the current epoch, the history and each callback's state.
+
+Data-parallel (a model wrapped in ``nn.parallel.DistributedDataParallel``, one Trainer per
+rank): each loader that reads one rank's share of its data (a sampler with ``num_replicas``
+above 1) has its epoch's loss and accuracy summed over the ranks, so every rank sees the
+same metrics and makes the same decisions; the train sampler is told each epoch
+(``set_epoch``); checkpoints hold the wrapped module's weights (they load without the
+wrapper) and every rank's generator and partial sums, which ``state_dict()`` gathers, so
+every rank calls it at the same point.
 """
 
 import sys
@@ -22,10 +30,11 @@ import time
 
 from tqdm import tqdm
 
-from layerwise import backend
+from layerwise import backend, distributed
 from layerwise.autograd import detect_anomaly, no_grad
 from layerwise.backend import xp
 from layerwise.nn import functional as F
+from layerwise.nn.parallel import DistributedDataParallel
 from layerwise.nn.utils import clip_grad_norm_
 
 
@@ -57,6 +66,9 @@ class Trainer:
         self.forward = forward if forward is not None else _call
         self.progress = progress
         self.verbose = verbose
+        # The ranks whose replicas this one trains with (each holds its own generator).
+        self._replicas = (distributed.world_size()
+                          if isinstance(model, DistributedDataParallel) else 1)
 
         self.history = []          # one dict per finished epoch
         self.epoch = 0             # epochs finished
@@ -64,6 +76,14 @@ class Trainer:
         self.batch_in_epoch = 0    # batches done in the current epoch
         self.should_stop = False
         self._sums = _EpochSums()  # the current epoch's running loss and accuracy
+
+    @property
+    def unwrapped_model(self):
+        """The model whose weights checkpoints hold: the module inside a
+        DistributedDataParallel wrapper, so that weights trained on N processes load on one."""
+        if isinstance(self.model, DistributedDataParallel):
+            return self.model.module
+        return self.model
 
     # --- the loop -------------------------------------------------------------------------
     def fit(self):
@@ -80,6 +100,9 @@ class Trainer:
         n_batches = len(self.train_loader)
         if self.batch_in_epoch >= n_batches:
             return  # resumed after the last batch, before validation: nothing left to train
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)  # a new shuffle of each rank's share (PyTorch's rule)
         bar = tqdm(total=n_batches, initial=self.batch_in_epoch, unit="batch", leave=True,
                    desc=f"epoch {self.epoch + 1}/{self.epochs}", file=sys.stderr,
                    disable=not self.progress or not sys.stderr.isatty(), dynamic_ncols=True)
@@ -123,7 +146,7 @@ class Trainer:
         self.epoch += 1
         self.batch_in_epoch = 0
         row = {"epoch": self.epoch, "step": self.global_step}
-        row.update(self._sums.metrics("train"))
+        row.update(_across_ranks(self._sums, self.train_loader).metrics("train"))
         self._sums = _EpochSums()
         if self.val_loader is not None:
             row.update({f"val_{k}": v for k, v in self.evaluate(self.val_loader).items()})
@@ -145,7 +168,7 @@ class Trainer:
                 outputs = self.forward(self.model, inputs)
                 sums.add(float(self.loss_fn(outputs, targets).data), outputs.data, targets.data)
         self.model.train(was_training)
-        return sums.metrics()
+        return _across_ranks(sums, loader).metrics()
 
     def _notify(self, hook, *args):
         for callback in self.callbacks:
@@ -155,7 +178,7 @@ class Trainer:
     def _check_finite(self, loss, inputs, targets, rng_state):
         loss_ok = bool(xp.isfinite(loss.data).all())
         bad_param = None
-        for name, p in self.model.named_parameters():
+        for name, p in self.unwrapped_model.named_parameters():
             if p.grad is not None and not xp.isfinite(p.grad.data).all():
                 bad_param = name
                 break
@@ -186,9 +209,11 @@ class Trainer:
 
     # --- resuming -------------------------------------------------------------------------
     def state_dict(self):
-        """Everything needed to continue this run exactly; Tensors in 'model' and 'optimizer'."""
-        return {
-            "model": self.model.state_dict(),
+        """Everything needed to continue this run exactly; Tensors in 'model' and 'optimizer'.
+        Data-parallel, also 'world_size' and 'ranks': each rank's generator and partial sums
+        (gathered: every rank calls this at the same point)."""
+        state = {
+            "model": self.unwrapped_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "rng": backend.get_rng_state(),
@@ -202,8 +227,23 @@ class Trainer:
             "history": [dict(row) for row in self.history],
             "callbacks": {key: c.state_dict() for key, c in self._keyed_callbacks()},
         }
+        if self._replicas > 1:
+            state["world_size"] = self._replicas
+            state["ranks"] = distributed.all_gather_json(self._own_state())
+        return state
+
+    def _own_state(self):
+        """What differs from rank to rank: the generator and the epoch's partial sums."""
+        return {"rng": backend.get_rng_state(), "epoch_sums": self._sums.state_dict()}
 
     def load_state_dict(self, state):
+        saved_world = state.get("world_size", 1)
+        if saved_world != self._replicas:
+            raise ValueError(
+                f"the checkpoint was written by a run on {saved_world} process(es) and this "
+                f"one has {self._replicas}; resume it on {saved_world} (--nproc {saved_world} "
+                f"or mpiexec -n {saved_world})")
+        own = _own_entry(state, self._replicas)
         saved_callbacks = state["callbacks"]
         for key, callback in self._keyed_callbacks():
             # A callback without state (a logger) may come and go between sessions; one with
@@ -213,18 +253,18 @@ class Trainer:
                     f"resume state has no state for callback {key!r} (it has "
                     f"{sorted(saved_callbacks)}); build the trainer as the saved run was built"
                 )
-        self.model.load_state_dict(state["model"])
+        self.unwrapped_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        backend.set_rng_state(state["rng"])
+        backend.set_rng_state(own["rng"])
         self.train_loader.load_state_dict(state["train_loader"])
         if self.val_loader is not None and state["val_loader"] is not None:
             self.val_loader.load_state_dict(state["val_loader"])
         self.epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.batch_in_epoch = state["batch_in_epoch"]
-        self._sums = _EpochSums.from_state(state["epoch_sums"])
+        self._sums = _EpochSums.from_state(own["epoch_sums"])
         self.should_stop = state["should_stop"]
         self.history = [dict(row) for row in state["history"]]
         for key, callback in self._keyed_callbacks():
@@ -242,6 +282,32 @@ class Trainer:
 
 def _call(model, inputs):
     return model(inputs)
+
+
+def _own_entry(state, replicas):
+    """This rank's generator and partial sums in a checkpoint of ``replicas`` ranks."""
+    if replicas == 1:
+        return state
+    ranks = state.get("ranks")
+    if not isinstance(ranks, list) or len(ranks) != replicas \
+            or not all(isinstance(entry, dict) for entry in ranks):
+        raise ValueError(f"the checkpoint's 'ranks' should hold the state of each of its "
+                         f"{replicas} ranks, got {str(ranks)[:60]}")
+    return ranks[distributed.rank()]
+
+
+def _across_ranks(sums, loader):
+    """``sums`` over every rank when ``loader`` reads one rank's share of its data (its
+    sampler has num_replicas above 1): the same metrics on every rank, as one process
+    reading all of the data would find them."""
+    replicas = getattr(getattr(loader, "sampler", None), "num_replicas", 1)
+    if replicas == 1:
+        return sums
+    totals = xp.asarray([sums.loss_sum, sums.correct, sums.seen, sums.has_accuracy],
+                        dtype=xp.float64)
+    distributed.all_reduce(totals)
+    loss_sum, correct, seen, with_accuracy = totals.tolist()
+    return _EpochSums(loss_sum, int(correct), int(seen), has_accuracy=with_accuracy == replicas)
 
 
 def _class_axis(outputs, targets):

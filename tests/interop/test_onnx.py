@@ -14,8 +14,11 @@ from layerwise.interop.onnx_export import export_onnx
 from layerwise.models import GPT, MLP, GPTConfig, LeNet
 
 
-def _roundtrip(model, x, path, other=None):
-    proto = export_onnx(model, path, example_input=x)
+def _roundtrip(model, x, path, other=None, **options):
+    if options:
+        proto = lw.onnx.export(model, x, path, **options)
+    else:
+        proto = export_onnx(model, path, example_input=x)
     assert proto.opset_import[0].version == 17
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for inp in [x] + ([other] if other is not None else []):
@@ -34,7 +37,7 @@ def test_mlp_with_dropout_exports_and_runs_on_another_batch_size(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((3, 1, 28, 28), dtype=np.float32)
     proto = _roundtrip(model, x, tmp_path / "mlp.onnx", other=x[:1])
-    assert {"Gemm", "Relu", "Flatten"} <= {n.op_type for n in proto.graph.node}
+    assert {"Gemm", "Relu", "Reshape"} <= {n.op_type for n in proto.graph.node}
 
 
 def test_cnn_and_lenet_export(tmp_path):
@@ -57,7 +60,8 @@ def test_gpt_exports_with_symbolic_batch_and_length(tmp_path):
     for p in model.parameters():  # GPT-2's 0.02 init leaves GELU nearly linear: use O(1) weights
         p.data[...] = rng.normal(scale=0.5, size=p.shape)
     ids = np.random.default_rng(2).integers(0, 23, size=(2, 7))
-    proto = _roundtrip(model, ids, tmp_path / "gpt.onnx", other=ids[:1, :4])
+    proto = _roundtrip(model, ids, tmp_path / "gpt.onnx", other=ids[:1, :4],
+                       dynamic_axes={"input": {1: "sequence"}})
     ops = {n.op_type for n in proto.graph.node}
     assert {"LayerNormalization", "Softmax", "MatMul", "Gather", "Reshape"} <= ops
 
@@ -72,10 +76,22 @@ def test_lora_model_exports_with_the_adapter_folded_in(tmp_path):
                tmp_path / "lora.onnx")
 
 
-def test_unknown_module_names_the_fix(tmp_path):
+def test_an_op_without_onnx_form_is_named_with_its_module(tmp_path):
+    from layerwise.autograd.function import Function
+
+    class Twice(Function):
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, g):
+            return 2 * g
+
     class Odd(nn.Module):
         def forward(self, x):
-            return x
+            return Twice.apply(x)
 
-    with pytest.raises(NotImplementedError, match="register_converter"):
-        export_onnx(nn.Sequential(Odd()), tmp_path / "odd.onnx", np.zeros((1, 2), np.float32))
+    with pytest.raises(ValueError, match=r"^cannot export: op 'Twice' \(in 1, a Odd\) has no "
+                                         r"ONNX form; .*register_op"):
+        export_onnx(nn.Sequential(nn.ReLU(), Odd()), tmp_path / "odd.onnx",
+                    np.zeros((1, 2), np.float32))
+    assert not (tmp_path / "odd.onnx").exists()
