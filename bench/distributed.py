@@ -8,7 +8,8 @@ Three measurements, each in its own processes, then two tables:
    same global batch split between them: steps/s, and per step the time backward waited for
    allreduces at its end (exposed) against what the same allreduces take alone, so the part
    that overlapped backward is their difference;
-2. a blocking Allreduce of 4 KiB to 32 MiB on two ranks, fitted to t = a + b * bytes;
+2. a blocking Allreduce of 4 KiB to 32 MiB on two ranks, fitted to t = a + b * bytes (least
+   squares of the relative error);
 3. a weak-scaling model for 8-64 ranks (each rank keeps the measured per-rank batch): a ring
    allreduce costs 2(N-1) latencies plus 2(N-1)/N of the bytes at the fitted bandwidth
    (two ranks on one machine: 2 * a/2 + bytes * b), the measured share of it overlaps
@@ -71,7 +72,7 @@ def _time_allreduce(dist, flat, repeats):
     return statistics.median(times)
 
 
-def _train_worker(names, steps, warmup):
+def _train_worker(names, steps, warmup, bucket_mb):
     import numpy as np
 
     import layerwise as lw
@@ -85,7 +86,8 @@ def _train_worker(names, steps, warmup):
     for name in names:
         spec = models.SUITE[name]
         lw.manual_seed(0)
-        model = lw.nn.parallel.DistributedDataParallel(spec.build(lw, lw.nn, lw.nn.functional))
+        model = lw.nn.parallel.DistributedDataParallel(spec.build(lw, lw.nn, lw.nn.functional),
+                                                       bucket_cap_mb=bucket_mb)
         model.train()
         opt = spec.optimizer(lw, model.parameters())
         x, y = models._batch(spec, spec.input_shape, seed=0)
@@ -160,11 +162,16 @@ def _run(command, ranks, threads):
 
 
 def fit_latency_bandwidth(sweep):
-    """(a seconds, b seconds per byte) of t = a + b * bytes, least squares over the sweep."""
+    """(a seconds, b seconds per byte) of t = a + b * bytes, by least squares on the relative
+    error: plain least squares lets the largest sizes set the line and can make a negative."""
     xs = [float(k) for k in sweep]
     ys = [sweep[k] for k in sweep]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    ws = [1 / y ** 2 for y in ys]  # each point's squared error relative to its own time
+    sw = sum(ws)
+    mx = sum(w * x for w, x in zip(ws, xs)) / sw
+    my = sum(w * y for w, y in zip(ws, ys)) / sw
+    b = sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys)) / \
+        sum(w * (x - mx) ** 2 for w, x in zip(ws, xs))
     return my - b * mx, b
 
 
@@ -180,16 +187,19 @@ def main(argv=None):
                         help=f"default: {' '.join(WORKLOADS)}")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="a few steps: proof it runs")
+    parser.add_argument("--bucket-mb", type=float, default=25.0,
+                        help="DistributedDataParallel's bucket_cap_mb (default: 25, PyTorch's)")
     parser.add_argument("--worker", choices=("train", "sweep"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.workloads = args.workloads or list(WORKLOADS)
     steps, warmup = (2, 1) if args.quick else (args.steps, 5)
     if args.worker == "train":
-        return _train_worker(args.workloads, steps, warmup)
+        return _train_worker(args.workloads, steps, warmup, args.bucket_mb)
     if args.worker == "sweep":
         return _sweep_worker(args.quick)
 
-    command = ["--worker", "train", "--steps", str(steps), *args.workloads]
+    command = ["--worker", "train", "--steps", str(steps), "--bucket-mb", str(args.bucket_mb),
+               *args.workloads]
     if args.quick:
         command.append("--quick")
     one = _run(command, ranks=1, threads=2)["workloads"]
@@ -199,7 +209,7 @@ def main(argv=None):
     a, b = fit_latency_bandwidth(sweep)
 
     print(f"# bench/distributed.py, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-          f"median of {steps} steps\n")
+          f"median of {steps} steps, buckets of {args.bucket_mb:g} MiB\n")
     print("| workload | 1 rank x 2 threads, steps/s | 2 ranks x 1 thread, steps/s | ratio | "
           "allreduce alone, ms/step | waited at backward's end, ms/step | overlapped |")
     print("|---|---|---|---|---|---|---|")

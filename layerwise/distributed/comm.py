@@ -34,8 +34,11 @@ _RANK_ONLY_VARIABLES = ("PMIX_RANK",)
 # How many of the job's processes run on this machine (Hydra, Open MPI).
 _LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
 INSTALL_HINT = "`uv sync --extra mpi` (or `pip install layerwise[mpi]`)"
-# Polling a request: MPICH moves a non-blocking collective on only inside MPI calls, and a
-# blocking wait would spin a core that the other rank on a two-core machine needs.
+# Polling a request: MPICH moves a non-blocking collective on only inside MPI calls. For the
+# first SPIN_SECONDS a wait tests without sleeping, yielding the core between tests (so that
+# more ranks than cores still take turns); sleeping from the start made every allreduce of
+# 16 KiB to 4 MiB on two ranks take 3-4 ms. A longer wait then sleeps, doubling the pause.
+SPIN_SECONDS = 0.05
 _FIRST_PAUSE, _LONGEST_PAUSE = 20e-6, 1e-3  # seconds between tests, doubling
 _OPS = ("sum", "max", "min")
 
@@ -166,7 +169,13 @@ class Work:
     def wait(self):
         if self.is_completed():
             return
-        deadline = time.monotonic() + timeout()
+        start = time.monotonic()
+        spin_until, deadline = start + SPIN_SECONDS, start + timeout()
+        while not self.is_completed():
+            if time.monotonic() < spin_until:
+                os.sched_yield()
+                continue
+            break
         pause = _FIRST_PAUSE
         while not self.is_completed():
             if time.monotonic() > deadline:
