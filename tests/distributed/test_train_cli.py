@@ -73,6 +73,11 @@ def test_two_processes_train_like_one_and_a_killed_rank_resumes_to_the_same_weig
     one, two = (_read_json(os.path.join(out, name, "metrics.json")) for name in ("one", "two"))
     assert abs(one["test_accuracy"] - two["test_accuracy"]) <= ACCURACY_NOISE, (one, two)
     assert two["steps"] == one["steps"] == 32  # --batch-size is the global batch
+    # the cost counts every rank's samples, though rank 0 alone records it
+    assert two["cost"]["train_samples"] == one["cost"]["train_samples"] == 32 * 64
+    assert two["train_flops"] == one["train_flops"]
+    if "estimate" in two["energy_method"]:  # no machine-wide meter here: rank 0's, doubled
+        assert "multiplied by the 2 processes on its machine" in two["energy_warnings"]
     with open(os.path.join(out, "two", "history.jsonl")) as f:
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]  # one writer: once each
 

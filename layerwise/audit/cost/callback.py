@@ -19,6 +19,7 @@ import os
 import platform
 import time
 
+from layerwise import distributed
 from layerwise.audit.cost.carbon import DEFAULT_PUE, emissions_record, grid_intensity
 from layerwise.audit.cost.energy import EnergyMeter
 from layerwise.audit.cost.flops import count_flops
@@ -93,7 +94,9 @@ class CostCallback(Callback):
         trainer.forward, trainer.loss_fn = forward, loss_fn
 
     def on_batch_end(self, trainer, logs):
-        self.samples += _batch_size(trainer)
+        # Data-parallel (--nproc N): this callback runs on rank 0 alone, whose batch is 1/N
+        # of the step's; every rank trains on as many samples.
+        self.samples += _batch_size(trainer) * distributed.world_size()
 
     def on_train_end(self, trainer):
         if self._original is not None:  # no batch ran: put the trainer back as it was
@@ -101,6 +104,7 @@ class CostCallback(Callback):
             self._original = None
         seconds = time.perf_counter() - self.t0 + self._prior["seconds"]
         reading = self.meter.stop()  # before the peak is measured: that is not training
+        notes = _count_every_rank(reading)
         self.samples += self._prior["samples"]
         step = self._report.summary() if self._report is not None else {}
         steps = trainer.global_step - self.step0
@@ -136,8 +140,8 @@ class CostCallback(Callback):
             "emissions_grid_intensity_source": energy["grid_intensity_source"],
             "cost": cost,
         }
-        if energy["warnings"]:
-            self.metrics["energy_warnings"] = "; ".join(energy["warnings"])
+        if energy["warnings"] or notes:
+            self.metrics["energy_warnings"] = "; ".join(energy["warnings"] + notes)
         if self.run_dir is not None:
             write_emissions_csv(os.path.join(self.run_dir, "emissions.csv"), cost,
                                 self.project_name, os.path.basename(os.path.normpath(self.run_dir)))
@@ -195,6 +199,26 @@ def write_emissions_csv(path, cost, project_name, run_id):
         writer.writeheader()
     writer.writerow(row)
     write_bytes_atomic(path, (old + lines.getvalue()).encode("utf-8"))  # csv's own \r\n
+
+
+def _count_every_rank(reading):
+    """Scale rank 0's energy reading to the job's processes on this machine, in place; the
+    notes that say how. A machine-wide meter (RAPL) already counts them; a per-process
+    estimate counts rank 0 alone, and every rank does the same work. Other machines' energy
+    is not read."""
+    local, world = distributed.local_size(), distributed.world_size()
+    if world == 1:
+        return []
+    notes = []
+    for name, row in reading["components"].items():
+        if row["method"].startswith("estimate"):
+            row["joules"] *= local
+            notes.append(f"{name} energy estimated in rank 0's process and multiplied by the "
+                         f"{local} processes on its machine")
+    if world > local:
+        notes.append(f"energy of the {world - local} processes on other machines is not "
+                     f"measured")
+    return notes
 
 
 def run_cost_callback(run_dir, config):
