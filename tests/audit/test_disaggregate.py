@@ -158,7 +158,7 @@ def test_ratio_is_none_when_the_best_cell_has_no_errors():
     assert "unbounded" in cmp["ratio_note"]
 
 
-def _ece_by_hand(conf, correct, bins=15):
+def ece_by_hand(conf, correct, bins=15):
     # bins (k/15, (k+1)/15], confidence 0 in the first; a loop over bins, not calibration.py
     total = 0.0
     for k in range(bins):
@@ -183,7 +183,7 @@ def test_calibration_per_cell_for_binary_and_multiclass_probabilities():
             conf = np.maximum(p1[m], 1 - p1[m])
             top = np.where(p1[m] > 1 - p1[m], 1, 0)  # a tie goes to the first class
             correct = top == y[m]
-            assert cell["ece"] == pytest.approx(_ece_by_hand(conf, correct), abs=1e-12), key
+            assert cell["ece"] == pytest.approx(ece_by_hand(conf, correct), abs=1e-12), key
             assert cells2[key]["ece"] == pytest.approx(cell["ece"], abs=1e-12)
     assert "calibration error" in one_d["calibration"]
     probs = rng.dirichlet(np.ones(3), size=300)

@@ -23,6 +23,7 @@ from layerwise import nn, optim
 from layerwise.autograd import Tensor, no_grad
 from layerwise.data import table_splits
 from layerwise.nn import functional as F
+from tests.audit.test_disaggregate import ece_by_hand
 
 Z = 1.959963984540054  # the two-sided 95% normal quantile
 Z2 = Z * Z
@@ -88,18 +89,6 @@ def table_card(people_table, trained, tmp_path_factory):
     return card, out
 
 
-def _ece_by_hand(probs, labels, bins=15):
-    # bins (k/15, (k+1)/15], confidence 0 in the first: a loop, not calibration.py
-    conf, correct = probs.max(1), probs.argmax(1) == labels
-    total = 0.0
-    for k in range(bins):
-        lo, hi = k / bins, (k + 1) / bins
-        inside = (conf > lo) & (conf <= hi) if k else (conf <= hi)
-        if inside.any():
-            total += inside.sum() / len(conf) * abs(correct[inside].mean() - conf[inside].mean())
-    return total
-
-
 def test_table_card_cells_equal_fairlearn_on_the_same_predictions(people_table, trained,
                                                                   table_card):
     card, out = table_card
@@ -133,7 +122,7 @@ def test_table_card_cells_equal_fairlearn_on_the_same_predictions(people_table, 
             k, n = cell["error_rate"]["count"], cell["n"]
             assert cell["error_rate"]["ci"] == pytest.approx(wilson(k, n), abs=1e-12)
             m = np.all([groups[c] == v for c, v in cell["values"].items()], axis=0)
-            assert cell["ece"] == pytest.approx(_ece_by_hand(probs[m], y_te[m]), abs=1e-12)
+            assert cell["ece"] == pytest.approx(ece_by_hand(probs[m].max(1), probs[m].argmax(1) == y_te[m]), abs=1e-12)
     # the page: the section, one table and one bar plot per breakdown, the headline
     assert "<h2>Disaggregated results</h2>" in page
     for name in ("sex", "race", "sex x race"):
