@@ -2,13 +2,13 @@
 
     uv run python bench/distributed.py [mlp resnet8 gpt] [--steps 40] [--quick]
 
-Three measurements, each in its own processes, then two tables:
+Two jobs (one rank alone, then two ranks under mpiexec), three measurements, two tables:
 1. each workload of bench/models.py wrapped in nn.parallel.DistributedDataParallel, on one
    rank with two BLAS threads and on two ranks (``mpiexec -n 2``) with one thread each, the
    same global batch split between them: steps/s, and per step the time backward waited for
    allreduces at its end (exposed) against what the same allreduces take alone, so the part
    that overlapped backward is their difference;
-2. a blocking Allreduce of 4 KiB to 32 MiB on two ranks, fitted to t = a + b * bytes (least
+2. in the two-rank job, a blocking Allreduce of 4 KiB to 32 MiB, fitted to t = a + b * bytes (least
    squares of the relative error);
 3. a weak-scaling model for 8-64 ranks (each rank keeps the measured per-rank batch): a ring
    allreduce costs 2(N-1) latencies plus 2(N-1)/N of the bytes at the fitted bandwidth
@@ -72,7 +72,7 @@ def _time_allreduce(dist, flat, repeats):
     return statistics.median(times)
 
 
-def _train_worker(names, steps, warmup, bucket_mb):
+def _train_worker(names, steps, warmup, bucket_mb, quick):
     import numpy as np
 
     import layerwise as lw
@@ -123,22 +123,21 @@ def _train_worker(names, steps, warmup, bucket_mb):
             "allreduce_alone_s": alone, "buckets": len(model._bucket_list),
             "grad_bytes": sum(b.flat.nbytes for b in model._bucket_list),
             "batch_per_rank": share}
+    sweep = _sweep(dist, quick) if world > 1 else {}
     if rank == 0:
-        print(RESULT + json.dumps({"ranks": world, "workloads": results}), flush=True)
+        print(RESULT + json.dumps({"ranks": world, "workloads": results, "sweep": sweep}),
+              flush=True)
 
 
-def _sweep_worker(quick):
+def _sweep(dist, quick):
+    """{bytes: median seconds} of a blocking allreduce of each size (every rank calls it)."""
     import numpy as np
 
-    from layerwise import distributed as dist
-
-    dist.init()
     sweep = {}
     for nbytes in SWEEP_BYTES[::3] if quick else SWEEP_BYTES:
         flat = np.ones(nbytes // 4, np.float32)
         sweep[nbytes] = _time_allreduce(dist, flat, 3 if quick else SWEEP_REPEATS)
-    if dist.rank() == 0:
-        print(RESULT + json.dumps({"sweep": sweep}), flush=True)
+    return sweep
 
 
 # --- the parent: launches the workers and prints the tables ----------------------------------
@@ -189,23 +188,21 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few steps: proof it runs")
     parser.add_argument("--bucket-mb", type=float, default=25.0,
                         help="DistributedDataParallel's bucket_cap_mb (default: 25, PyTorch's)")
-    parser.add_argument("--worker", choices=("train", "sweep"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.workloads = args.workloads or list(WORKLOADS)
     steps, warmup = (2, 1) if args.quick else (args.steps, 5)
-    if args.worker == "train":
-        return _train_worker(args.workloads, steps, warmup, args.bucket_mb)
-    if args.worker == "sweep":
-        return _sweep_worker(args.quick)
+    if args.worker:
+        return _train_worker(args.workloads, steps, warmup, args.bucket_mb, args.quick)
 
-    command = ["--worker", "train", "--steps", str(steps), "--bucket-mb", str(args.bucket_mb),
+    command = ["--worker", "--steps", str(steps), "--bucket-mb", str(args.bucket_mb),
                *args.workloads]
     if args.quick:
         command.append("--quick")
     one = _run(command, ranks=1, threads=2)["workloads"]
-    two = _run(command, ranks=2, threads=1)["workloads"]
-    sweep_command = ["--worker", "sweep"] + (["--quick"] if args.quick else [])
-    sweep = {int(k): v for k, v in _run(sweep_command, ranks=2, threads=1)["sweep"].items()}
+    both = _run(command, ranks=2, threads=1)
+    two = both["workloads"]
+    sweep = {int(k): v for k, v in both["sweep"].items()}
     a, b = fit_latency_bandwidth(sweep)
 
     print(f"# bench/distributed.py, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
