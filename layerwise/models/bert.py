@@ -248,11 +248,13 @@ class BertModel(Module):
         input_ids = _ids(input_ids, "input_ids")
         mask = None
         if attention_mask is not None:
-            am = _ids(attention_mask, "attention_mask").data
+            am = _ids(attention_mask, "attention_mask")
             if am.shape != input_ids.shape:
-                raise ValueError(f"attention_mask shape {am.shape} must match input_ids "
+                raise ValueError(f"attention_mask shape {tuple(am.shape)} must match input_ids "
                                  f"{tuple(input_ids.shape)}")
-            mask = Tensor(am.astype(bool)[:, None, None, :])  # (B, T) -> (B, 1, 1, T), True: attend
+            # (B, T) -> (B, 1, 1, T), True: attend; through ops, so an exported graph computes
+            # it from its attention_mask input instead of freezing the example's
+            mask = (am != 0)[:, None, None, :]
         if token_type_ids is not None:
             token_type_ids = _ids(token_type_ids, "token_type_ids")
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)

@@ -9,6 +9,7 @@ Masks here follow nn.MultiheadAttention, NOT F.scaled_dot_product_attention: a b
 added to the scores. They are turned into one additive mask for the attention op.
 """
 
+import math
 import numbers
 
 from layerwise import backend
@@ -20,19 +21,23 @@ from layerwise.nn.linear import Linear
 from layerwise.nn.module import Module
 from layerwise.nn.parameter import Parameter
 from layerwise.ops.attention import scaled_dot_product_attention
+from layerwise.ops.elementwise import where
 
 
 def _additive(name, mask, dtype):
-    """A PyTorch MHA mask (bool True = blocked, or float added) as a float array, or None."""
+    """A PyTorch MHA mask (bool True = blocked, or float added) as a float Tensor, or None.
+    A Tensor mask becomes one through ops, so that an exported graph computes it from its
+    input instead of freezing the example's."""
     if mask is None:
         return None
-    data = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
-    if data.dtype == bool:
-        return xp.where(data, -xp.inf, 0).astype(dtype)
-    if data.dtype.kind == "f":
-        return data.astype(dtype, copy=False)
+    if not isinstance(mask, Tensor):
+        mask = Tensor(xp.asarray(mask))
+    if mask.dtype == bool:
+        return where(mask, -math.inf, 0.0).to(dtype)
+    if mask.dtype.kind == "f":
+        return mask.to(dtype)
     raise TypeError(f"MultiheadAttention {name} must be boolean (True = not allowed to attend) or "
-                    f"float (added to the scores), got dtype {data.dtype}")
+                    f"float (added to the scores), got dtype {mask.dtype}")
 
 
 class MultiheadAttention(Module):
@@ -176,7 +181,7 @@ class MultiheadAttention(Module):
             parts.append(p[:, None, None, :])  # (N, S) -> (N, 1, 1, S)
         if not parts:
             return None
-        return Tensor(parts[0] if len(parts) == 1 else parts[0] + parts[1])
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "

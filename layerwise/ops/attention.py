@@ -26,6 +26,7 @@ from layerwise.autograd.engine import unbroadcast
 from layerwise.autograd.function import Function
 from layerwise.autograd.tensor import Tensor
 from layerwise.ops.matmul import matmul
+from layerwise.ops import elementwise
 from layerwise.ops import movement as mv
 from layerwise.ops import random as rnd
 
@@ -163,6 +164,8 @@ def _mask_parts(attn_mask, lead, tq, tk, dtype):
                          f"attention scores' shape {target} (..., Tq, Tk); a padding mask is "
                          f"(B, 1, 1, Tk), a causal one (Tq, Tk)")
     if data.dtype == bool:
+        if isinstance(attn_mask, Tensor):  # through an op: an exported graph computes it
+            return elementwise.where(attn_mask, 0.0, -math.inf).data.astype(dtype, copy=False), None
         return xp.where(data, 0, -xp.inf).astype(dtype), None
     if data.dtype.kind == "f":
         if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:

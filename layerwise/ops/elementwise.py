@@ -331,6 +331,9 @@ def where(condition, a, b):
     cond = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
     if cond.dtype != bool:
         raise TypeError(f"where() needs a boolean condition, got dtype {cond.dtype}")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):  # two numbers, as PyTorch:
+        a = Tensor(xp.asarray(a, dtype=backend.default_float()  # floats take the default dtype
+                              if isinstance(a, float) or isinstance(b, float) else None))
     a, b = _pair(a, b)
     return _binary(Where, "where", a, b, condition=cond)
 

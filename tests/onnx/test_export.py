@@ -159,6 +159,38 @@ class Unrolled(nn.Module):
         return F.log_softmax(self.out(h.permute(1, 0).transpose(0, 1)), -1), pooled.softmax(0)
 
 
+def _padding(batch, length, lengths):
+    """(batch, length) int64 attention mask: 1 for the first lengths[i] tokens of row i."""
+    return (np.arange(length)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+
+
+def test_bert_with_its_attention_mask_as_an_input():
+    # the mask is computed inside forward from the attention_mask input: exported, not frozen
+    from layerwise.models.bert import BertConfig, BertModel
+
+    lw.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64,
+                                max_position_embeddings=32))
+    ids = lambda b, t: rng.integers(1, 50, (b, t))  # noqa: E731
+    example = (ids(3, 10), _padding(3, 10, [7, 10, 4]))
+    others = [(ids(4, 12), _padding(4, 12, [12, 5, 12, 9])), (ids(1, 6), _padding(1, 6, [2]))]
+    run_both(bert, example, others, input_names=["input_ids", "attention_mask"],
+             dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}})
+
+
+def test_multihead_attention_with_a_key_padding_mask_as_an_input():
+    lw.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True)
+    blocked = lambda b, t, lengths: _padding(b, t, lengths) == 0  # noqa: E731  True: not allowed
+
+    def attend(x, padding):
+        return mha(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+
+    example = (images(2, 5, 16), blocked(2, 5, [3, 5]))
+    run_both(attend, example, [(images(3, 5, 16), blocked(3, 5, [1, 5, 2]))], module=mha)
+
+
 def test_a_python_loop_and_an_op_sequence_no_converter_knew():
     lw.manual_seed(4)
     proto = run_both(Unrolled(), images(3, 5, 4), [images(6, 5, 4)])

@@ -118,3 +118,11 @@ def test_item_numpy_and_repr():
     assert "requires_grad=True" in repr(x)
     assert "grad_fn=Mul" in repr(x * 2)
     assert x.T.shape == (2, 1) and x.detach().numpy().shape == (1, 2)
+
+
+def test_where_between_two_numbers_takes_pytorchs_dtypes():
+    cond = lw.tensor(np.array([True, False, True]))
+    floats = lw.where(cond, 0.0, -np.inf)  # two floats: the default float dtype
+    assert floats.dtype == lw.float32 and floats.numpy().tolist() == [0.0, -np.inf, 0.0]
+    ints = lw.where(cond, 1, 0)  # two ints: int64, as torch.where
+    assert ints.dtype == lw.int64 and ints.numpy().tolist() == [1, 0, 1]

@@ -177,7 +177,8 @@ def _choice(q_shape, dtype=np.float32, k_shape=None, grad=True, **kwargs):
     k = v = lw.tensor(np.ones(k_shape or q_shape, dtype))
     with dispatch.traced() as calls:
         sdpa(q, k, v, **kwargs)
-    (reference, arrays, params, graph), = calls
+    # a boolean mask Tensor becomes its additive form through a Where first
+    (reference, arrays, params, graph), = [c for c in calls if c[0] is SDPAttention]
     return dispatch.choose(reference, arrays, params, graph)
 
 
