@@ -2,6 +2,7 @@
 
 from layerwise.ops import methods as _methods
 from layerwise.ops.activation import gelu, leaky_relu, relu, sigmoid, silu, softplus, tanh
+from layerwise.ops.boxes import batched_nms, box_area, box_convert, box_iou, nms
 from layerwise.ops.creation import (
     arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand,
     rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
