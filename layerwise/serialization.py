@@ -15,6 +15,7 @@ reads any tensor, so a crafted or truncated file fails with one ``BadFileError``
 widens the dtypes NumPy lacks (BF16, FP8, FP4) to float32 exactly.
 """
 
+import hashlib
 import json
 import os
 import struct
@@ -28,6 +29,8 @@ from layerwise.backend import xp
 from layerwise.safetensors_reader import JSON_KEYS as _JSON_KEYS
 from layerwise.safetensors_reader import ORDER_KEY as _ORDER_KEY
 from layerwise.safetensors_reader import read_file
+
+_HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 
 def save(obj, path, metadata=None):
@@ -101,6 +104,15 @@ def _canonical_header(data):
     header = header.encode("utf-8")
     header += b" " * (-len(header) % 8)  # the format pads the header with spaces to 8 bytes
     return struct.pack("<Q", len(header)) + header + data[8 + n :]
+
+
+def file_sha256(path):
+    """Hex SHA-256 of the bytes of the file at ``path``, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_bytes_atomic(path, data):

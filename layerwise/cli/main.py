@@ -341,12 +341,11 @@ def _user_data(args):
                          f"to {args.data!r}, which is {why} ({_KIND_NOUN[kind]})")
     data = {"kind": kind, "path": os.path.abspath(path), "why": why}
     if kind == "table":
-        if args.target is None and shipped is not None:
-            args.target = shipped["target"]
-        if args.target is None:
+        target = args.target if args.target is not None or shipped is None else shipped["target"]
+        if target is None:
             raise UsageError(f"{args.data!r} is a table: name the column to predict with "
                              f"--target COL")
-        data.update(target=args.target, groups=list(args.group or ()),
+        data.update(target=target, groups=list(args.group or ()),
                     drop=list(args.drop or ()), task=args.task)
     if kind == "images":
         data["image_size"] = DEFAULT_IMAGE_SIZE if args.image_size is None else args.image_size

@@ -10,13 +10,13 @@ anything the model cannot take; ``run_batch`` runs on the model's inference thre
 BERT runs (``language.py``) with ``load_trained``, which does not rebuild their corpus.
 """
 
-import hashlib
 import os
 from datetime import UTC, datetime
 
 from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import xp
 from layerwise.errors import RunError
+from layerwise.serialization import file_sha256
 from layerwise.serve.inputs import (
     InputError,
     kind_of,
@@ -26,7 +26,6 @@ from layerwise.serve.inputs import (
 )
 from layerwise.train.finished import FINAL_WEIGHTS, finished_config
 
-_HASH_CHUNK = 1 << 20
 _SHOWN_COLUMNS = 8  # column names quoted in an error before "..."
 
 
@@ -67,15 +66,11 @@ def run_version(run_dir, config):
     its final weights were written and their SHA-256 (two servers agree on a model iff the
     hashes do)."""
     weights = os.path.join(run_dir, FINAL_WEIGHTS)
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
     created = datetime.fromtimestamp(os.path.getmtime(weights), UTC)
     return {"run": os.path.basename(os.path.normpath(run_dir)), "recipe": config["recipe"],
             "layerwise": config.get("layerwise_version"),
             "created": created.isoformat(timespec="seconds"),
-            "weights_sha256": digest.hexdigest()}
+            "weights_sha256": file_sha256(weights)}
 
 
 def class_predictions(logits, classes):

@@ -23,7 +23,7 @@ from layerwise.train import Trainer
 from layerwise.train.finished import load_finished_run
 from layerwise.train.recipes import RECIPES, TaskData
 from layerwise.train.recipes.tabular import (
-    AUTO_MAX_BATCH, AUTO_MIN_EPOCHS, AUTO_STEPS, TABLE, predict, regression_metrics, wilson_95,
+    AUTO_MAX_BATCH, AUTO_MIN_EPOCHS, AUTO_STEPS, TABLE, predict, regression_metrics,
 )
 from layerwise.train.run import make_config, resume_run, start_run
 
@@ -75,13 +75,10 @@ def test_batch_size_and_epochs_follow_the_tables_size():
     assert settled(354, epochs=2, batch_size=7) == {"batch_size": 7, "epochs": 2}  # as asked
 
 
-def test_wilson_95_matches_the_audits_interval_and_a_hand_value():
-    for successes, n in [(0, 10), (3, 10), (10, 10), (13_970, 16_281), (1, 1)]:
-        np.testing.assert_allclose(wilson_95(successes, n), wilson_interval(successes, n),
-                                   rtol=1e-12, atol=1e-15)
+def test_the_wilson_interval_the_recipe_reports_by_hand():
     # 0 of 10: high = z^2 / (n + z^2) = 3.8415 / 13.8415
     z2 = 1.959963984540054 ** 2
-    assert wilson_95(0, 10) == (0.0, pytest.approx(z2 / (10 + z2), rel=1e-12))
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(z2 / (10 + z2), rel=1e-12))
 
 
 def test_regression_metrics_against_numpy_float64():

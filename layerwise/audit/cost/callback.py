@@ -59,6 +59,9 @@ class CostCallback(Callback):
         self.t0 = time.perf_counter()
         self.step0 = trainer.global_step
         self.samples = 0
+        # Data-parallel (--nproc N): this callback runs on rank 0 alone, whose batch is 1/N
+        # of the step's; every rank trains on as many samples.
+        self.ranks = distributed.world_size()
         self._count_first_step(trainer)
 
     def _count_first_step(self, trainer):
@@ -94,9 +97,7 @@ class CostCallback(Callback):
         trainer.forward, trainer.loss_fn = forward, loss_fn
 
     def on_batch_end(self, trainer, logs):
-        # Data-parallel (--nproc N): this callback runs on rank 0 alone, whose batch is 1/N
-        # of the step's; every rank trains on as many samples.
-        self.samples += _batch_size(trainer) * distributed.world_size()
+        self.samples += _batch_size(trainer) * self.ranks
 
     def on_train_end(self, trainer):
         if self._original is not None:  # no batch ran: put the trainer back as it was

@@ -17,7 +17,6 @@ The run's config records the file's absolute path and the SHA-256 of its bytes; 
 audit or a report of the run refuses a file that has changed since.
 """
 
-import hashlib
 import math
 import os
 from itertools import pairwise
@@ -31,6 +30,8 @@ from layerwise.limits import (
     MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_WIDTH, Int, IntList, check_parameter_count, shown,
 )
 from layerwise.nn import functional as F
+from layerwise.serialization import file_sha256
+from layerwise.stats import wilson_interval
 from layerwise.train.checkpoint import RunError, read_json, write_json
 from layerwise.train.recipes.base import (
     EVAL_BATCH, PROBABILITY, TRAINING_SCHEMA, Parts, Task, TaskData, register,
@@ -50,30 +51,6 @@ AUTO_MIN_BATCH, AUTO_MAX_BATCH = 16, 256
 AUTO_STEPS = 300
 AUTO_MIN_EPOCHS = 4
 TABLE_RECORD = "table.json"  # in the run directory: the table's summary and its copy check
-WILSON_Z95 = 1.959963984540054  # the two-sided 95% quantile of the standard normal
-_HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a table
-
-
-def file_sha256(path):
-    """Hex SHA-256 of the bytes of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def wilson_95(successes, n):
-    """Wilson score interval (Wilson 1927) of ``successes / n`` at 95%: (low, high).
-
-    (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n); unlike p -+ z sqrt(p(1-p)/n)
-    it stays inside [0, 1] and is not of zero width at p = 0 or 1.
-    """
-    z, p = WILSON_Z95, successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (0.0 if successes == 0 else center - half, 1.0 if successes == n else center + half)
 
 
 class TableTask(Task):
@@ -149,7 +126,7 @@ class TableTask(Task):
         if data.info["task"] == "classification":
             correct = round(test["accuracy"] * len(test_set))
             metrics.update(test_accuracy=test["accuracy"],
-                           test_accuracy_ci95=list(wilson_95(correct, len(test_set))),
+                           test_accuracy_ci95=list(wilson_interval(correct, len(test_set))),
                            majority_accuracy=_majority_accuracy(data.splits),
                            val_accuracy=last.get("val_accuracy"))
         else:
