@@ -80,6 +80,8 @@ SCORES = (16, 4, 128, 128)  # GPT attention scores (B, nh, T, T)
 HEADS = (16, 4, 128, 32)  # GPT q, k, v (B, nh, T, hs)
 RNN = (32, 64, 256)  # LSTM/GRU input (B, T, C)
 RES16, RES32 = (64, 16, 32, 32), (64, 32, 16, 16)  # ResNet-8 feature maps
+UNET24 = (16, 64, 24, 24)  # a U-Net decoder's input, upsampled to 48x48
+HEATMAP = (16, 10, 24, 24)  # CenterNet's class heatmap logits on 96x96 scenes
 
 
 def same(*domains, grad=True):
@@ -95,6 +97,18 @@ class Op:
     sizes: dict  # size label -> tuple of Inputs
     layer: callable = None  # nn -> Module, built once per framework and size: fw.m
     covers: tuple = ()  # the layerwise public names it times besides its own name
+
+
+def _sigmoid_focal_loss(fw, x, y):
+    """torchvision.ops.sigmoid_focal_loss(x, y, reduction="sum") at its defaults (alpha 0.25,
+    gamma 2); for PyTorch, torchvision's own formula in torch ops, torchvision being no bench
+    dependency."""
+    if fw.torch.__name__ == "layerwise":
+        return fw.torch.ops.sigmoid_focal_loss(x, y, reduction="sum")
+    p = fw.torch.sigmoid(x)
+    ce = fw.F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    return ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t) ** 2).sum()
 
 
 def _unary(name, fn, domain="real", covers=()):
@@ -183,6 +197,10 @@ OPS = [
     Op("conv1d", lambda fw, x, w, b: fw.F.conv1d(x, w, b, padding=1),
        {"gpt": (R(*GPT), R(128, 128, 3), R(128)), "rnn": (R(32, 256, 64), R(256, 256, 3), R(256))},
        covers=("Conv1d",)),
+    Op("conv_transpose2d", lambda fw, x, w, b: fw.F.conv_transpose2d(x, w, b, stride=2),
+       {"unet 24": (R(*UNET24), R(64, 32, 2, 2), R(32)),
+        "unet 48": (R(16, 32, 48, 48), R(32, 16, 2, 2), R(16))},
+       covers=("ConvTranspose2d",)),
     Op("max_pool2d", lambda fw, x: fw.F.max_pool2d(x, 2), {"res16": (R(*RES16),), "res32": (R(*RES32),)},
        covers=("MaxPool2d",)),
     Op("avg_pool2d", lambda fw, x: fw.F.avg_pool2d(x, 2), {"res16": (R(*RES16),), "res32": (R(*RES32),)},
@@ -223,6 +241,9 @@ OPS = [
     Op("binary_cross_entropy_with_logits", lambda fw, x, y: fw.F.binary_cross_entropy_with_logits(x, y),
        {"mlp": (R(*MLP), C(*MLP, domain="prob")), "gpt": (R(*GPT), C(*GPT, domain="prob"))},
        covers=("BCEWithLogitsLoss",)),
+    Op("sigmoid_focal_loss", lambda fw, x, y: _sigmoid_focal_loss(fw, x, y),
+       {"heatmap": (R(*HEATMAP), C(*HEATMAP, domain="prob")),
+        "mlp": (R(*MLP), C(*MLP, domain="prob"))}),
     Op("binary_cross_entropy", lambda fw, x, y: fw.F.binary_cross_entropy(x, y),
        {"mlp": (R(*MLP, domain="prob"), C(*MLP, domain="prob")),
         "gpt": (R(*GPT, domain="prob"), C(*GPT, domain="prob"))}, covers=("BCELoss",)),

@@ -31,7 +31,7 @@ from layerwise.nn.loss import (
     MSELoss,
     NLLLoss,
 )
-from layerwise.nn.conv import Conv1d, Conv2d
+from layerwise.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from layerwise.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from layerwise.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from layerwise.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
@@ -76,6 +76,7 @@ __all__ = [
     "parallel",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose2d",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "MaxPool2d",

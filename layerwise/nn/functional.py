@@ -10,12 +10,12 @@ from layerwise.autograd.tensor import Tensor, check_tensor
 from layerwise.ops import elementwise as ew
 from layerwise.ops import linear as _linear
 from layerwise.ops.activation import gelu, leaky_relu, relu, sigmoid, silu, softplus, tanh
-from layerwise.ops.loss import CrossEntropy, NLLLoss
+from layerwise.ops.loss import CrossEntropy, NLLLoss, sigmoid_focal_loss
 from layerwise.ops.movement import pad
 from layerwise.ops.random import dropout, one_hot
 from layerwise.ops.reduce import log_softmax as _log_softmax
 from layerwise.ops.reduce import softmax as _softmax
-from layerwise.ops.conv import conv1d, conv2d
+from layerwise.ops.conv import conv1d, conv2d, conv_transpose2d
 from layerwise.ops.pool import adaptive_avg_pool2d, avg_pool2d, interpolate, max_pool2d, upsample
 from layerwise.nn.batchnorm import batch_norm
 from layerwise.ops.attention import scaled_dot_product_attention
@@ -262,8 +262,10 @@ __all__ = [
     "binary_cross_entropy",
     "mse_loss",
     "l1_loss",
+    "sigmoid_focal_loss",
     "conv1d",
     "conv2d",
+    "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
     "adaptive_avg_pool2d",

@@ -18,6 +18,17 @@ def conv2d(g, op):
                 dilations=list(op.params["dilation"]), group=int(op.params["groups"]))
 
 
+@emits(conv.ConvTranspose2d)
+def conv_transpose2d(g, op):
+    """ONNX's ConvTranspose has PyTorch's weight layout (C, O/groups, kH, kW) and output size."""
+    weight = op.inputs[1]
+    ph, pw = op.params["padding"]
+    return g.op("ConvTranspose", [v.name for v in op.inputs],
+                kernel_shape=list(weight.shapes[0][2:]), strides=list(op.params["stride"]),
+                pads=[ph, pw, ph, pw], output_padding=list(op.params["output_padding"]),
+                dilations=list(op.params["dilation"]), group=int(op.params["groups"]))
+
+
 def _pool_pads(op, x):
     """(top, left, bottom, right): the padding, and at the end whatever ceil mode reads past
     it (layerwise pads to ``extent``; MaxPool ignores padding, AveragePool counts it)."""

@@ -12,6 +12,7 @@ from layerwise.ops.elementwise import (
     rsqrt, sqrt, sub, tril, triu, where,
 )
 from layerwise.ops.matmul import matmul
+from layerwise.ops.loss import sigmoid_focal_loss
 from layerwise.ops.movement import (
     broadcast_to, cat, chunk, concat, expand, flatten, gather, getitem, pad, permute, reshape,
     split, squeeze, stack, transpose, unsqueeze, view,

@@ -1,5 +1,5 @@
 """Convolution: conv2d as one Function (im2col and one matrix product per group), conv1d
-composed from it.
+composed from it, and the transposed convolution as the conv's adjoint.
 
 Why im2col: NumPy has no convolution primitive, but it has a fast matrix product. Every
 output pixel of a convolution is a dot product between the kernel and the patch under it, so
@@ -7,8 +7,14 @@ laying all patches out as columns turns the whole layer into matrix products. Th
 read through a strided view of the padded input, without a Python loop over pixels; the only
 copy is the one that lays the columns out contiguously for the product.
 
+A transposed convolution maps each input pixel to a kernel-sized patch of the output: it is
+the input-gradient of the convolution with the same weight and geometry, so its forward is
+Conv2d's backward for x (a product, then col2im) and its input-gradient is a convolution
+(windows, then a product).
+
 This is the reference: plain (N, C, H, W) arrays. layerwise/ops/fast/conv.py has the compiled
-batch-last form that runs from batch 8 and the batch-1 inference form.
+batch-last form of conv2d that runs from batch 8 and the batch-1 inference form; the
+transposed convolution has no fast path.
 """
 
 from layerwise.autograd.function import Function
@@ -117,6 +123,57 @@ class Conv2d(Function):
             gpad = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=g.dtype)
             col2im(gcols.reshape(n, c, kh, kw, oh, ow), gpad, stride, dilation)
             gx = gpad[:, :, top:top + h, left:left + w]
+        return gx, gw, gb
+
+
+def transposed_size(size, kernel, stride, padding, output_padding, dilation):
+    """Output length along one axis of a transposed convolution (PyTorch's formula)."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+class ConvTranspose2d(Function):
+    """out = W^T * x + b over (N, C, H, W), the adjoint of Conv2d, with weight (C, O/G, KH, KW).
+
+    Input pixel (i, j) of channel c adds x[n, c, i, j] * weight[c] into the output patch of its
+    group's channels that starts at (i * stride - padding, j * stride - padding), its taps
+    ``dilation`` apart; output_padding only lengthens the bottom and right edges.
+    """
+
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0),
+                output_padding=(0, 0), dilation=(1, 1), groups=1):
+        n, c, h, w = x.shape
+        _, og, kh, kw = weight.shape
+        (ph, pw), (oph, opw) = padding, output_padding
+        oh = transposed_size(h, kh, stride[0], ph, oph, dilation[0])
+        ow = transposed_size(w, kw, stride[1], pw, opw, dilation[1])
+        w3 = weight.reshape(groups, c // groups, og * kh * kw)  # (G, Cg, K)
+        x4 = x.reshape(n, groups, c // groups, h * w)  # (N, G, Cg, L)
+        cols = w3.transpose(0, 2, 1) @ x4  # (N, G, K, L): each input pixel's output patch
+        full = xp.zeros((n, groups * og, oh + 2 * ph, ow + 2 * pw), dtype=x.dtype)
+        col2im(cols.reshape(n, groups * og, kh, kw, h, w), full, stride, dilation)
+        out = xp.ascontiguousarray(full[:, :, ph:ph + oh, pw:pw + ow])  # (N, O, OH, OW)
+        if bias is not None:
+            out += bias.reshape(-1, 1, 1)
+        needs = self.needs_input_grad
+        if needs:  # keep only what backward will use
+            self.w3 = w3 if needs[0] else None
+            self.x4 = x4 if needs[1] else None
+            self.geometry = (x.shape, weight.shape, stride, padding, dilation, groups)
+        return out
+
+    def backward(self, g):
+        (n, c, h, w), wshape, stride, (ph, pw), dilation, groups = self.geometry
+        needs = self.needs_input_grad
+        gx = gw = gb = None
+        if needs[0] or needs[1]:  # the conv's columns of g: what each input pixel wrote to
+            view = windows(pad2d(g, (ph, ph, pw, pw)), wshape[2:], stride, dilation, (h, w))
+            gcols = view.reshape(n, groups, -1, h * w)  # (N, O, KH, KW, H, W) -> (N, G, K, L)
+            if needs[0]:
+                gx = (self.w3 @ gcols).reshape(n, c, h, w)  # (N, G, Cg, L) -> (N, C, H, W)
+            if needs[1]:  # sum over the batch of x @ gcols^T: (N, G, Cg, K) -> (C, O/G, KH, KW)
+                gw = (self.x4 @ gcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(wshape)
+        if len(needs) > 2 and needs[2]:
+            gb = g.sum(axis=(0, 2, 3))
         return gx, gw, gb
 
 
@@ -236,3 +293,57 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                  stride=(1, stride), padding=pad2,
                  dilation=(1, dilation), groups=groups)  # (N, O, 1, L')
     return movement.squeeze(out, 2)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution (the adjoint of conv2d) of input (N, C, H, W) or (C, H, W)
+    with weight (C, O/groups, KH, KW); returns (N, O, OH, OW) with
+    OH = (H - 1) * stride - 2 * padding + dilation * (KH - 1) + output_padding + 1."""
+    op = "conv_transpose2d"
+    check_tensor(input, op)
+    if weight.ndim != 4:
+        raise ValueError(f"{op} weight must be 4-D (in_channels, out_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    if input.ndim == 3:  # unbatched (C, H, W)
+        return movement.squeeze(conv_transpose2d(movement.unsqueeze(input, 0), weight, bias,
+                                                 stride, padding, output_padding, groups,
+                                                 dilation), 0)
+    if input.ndim != 4:
+        raise ValueError(f"{op} expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
+                         f"{tuple(input.shape)}")
+    c, og, kh, kw = weight.shape
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op} groups must be a positive int, got {groups!r}")
+    if c % groups:
+        raise ValueError(f"{op} in_channels ({c}, weight of shape {tuple(weight.shape)}) must be "
+                         f"divisible by groups ({groups})")
+    if input.shape[1] != c:
+        raise ValueError(f"{op} expected input with {c} channels (weight of shape "
+                         f"{tuple(weight.shape)}), got input of shape {tuple(input.shape)}")
+    if bias is not None and tuple(bias.shape) != (og * groups,):
+        raise ValueError(f"{op} bias must have shape ({og * groups},), got {tuple(bias.shape)}")
+    if input.dtype != weight.dtype:
+        raise TypeError(f"{op} got input of dtype {input.dtype} but weight of dtype "
+                        f"{weight.dtype}; convert one of them (e.g. x.float())")
+    stride, dilation = as_pair(stride, "stride", op), as_pair(dilation, "dilation", op)
+    padding = as_pair(padding, "padding", op)
+    output_padding = as_pair(output_padding, "output_padding", op)
+    _check_positive(stride, "stride", op)
+    _check_positive(dilation, "dilation", op)
+    if min(padding) < 0 or min(output_padding) < 0:
+        raise ValueError(f"{op} padding and output_padding must be non-negative, got "
+                         f"padding={padding}, output_padding={output_padding}")
+    if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation)):
+        raise ValueError(f"{op} output_padding must be smaller than either stride or dilation, "
+                         f"got output_padding={output_padding}, stride={stride}, "
+                         f"dilation={dilation}")
+    size = tuple(transposed_size(n, k, s, p, q, d) for n, k, s, p, q, d in zip(
+        input.shape[2:], (kh, kw), stride, padding, output_padding, dilation))
+    if min(size) < 1:
+        raise ValueError(f"{op} of input {tuple(input.shape)} with kernel ({kh}, {kw}), "
+                         f"stride={stride}, padding={padding}, dilation={dilation} gives output "
+                         f"size {size}: reduce the padding")
+    tensors = (input, weight) if bias is None else (input, weight, bias)
+    return ConvTranspose2d.apply(*tensors, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups)

@@ -1,5 +1,6 @@
-"""Cross-entropy as one fused op: log-softmax and the negative log-likelihood together; and
-the negative log-likelihood alone, for log-probabilities a model computed itself.
+"""Cross-entropy as one fused op: log-softmax and the negative log-likelihood together; the
+negative log-likelihood alone, for log-probabilities a model computed itself; and the sigmoid
+focal loss of dense detectors, composed from other ops.
 
 Fused because the gradient of the pair is simply ``softmax - target`` (scaled), computed
 from the saved probabilities in one pass; composing log_softmax, gather and mean would
@@ -10,6 +11,9 @@ fast/loss.py.
 
 from layerwise.backend import xp
 from layerwise.autograd.function import Function
+from layerwise.autograd.tensor import Tensor, check_tensor
+from layerwise.ops import elementwise as ew
+from layerwise.ops.activation import sigmoid, softplus
 
 
 class CrossEntropy(Function):
@@ -90,3 +94,42 @@ class NLLLoss(Function):
         scale = g if self.reduction != "mean" else g / self.denom
         grad[xp.arange(self.shape[0]), self.target] = -self.row_weight * scale
         return grad
+
+
+# --- composed losses ----------------------------------------------------------------------
+
+
+def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
+    """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection", eq. 5), with
+    torchvision.ops' signature and defaults:
+
+        loss = alpha_t * (1 - p_t) ** gamma * BCE(x, y),   p = sigmoid(x)
+        p_t = p y + (1 - p)(1 - y),   alpha_t = alpha y + (1 - alpha)(1 - y)
+
+    so well-classified elements (p_t near 1) count little; alpha < 0 leaves out alpha_t.
+    inputs: logits of any shape; targets: the same shape, 0/1 labels or soft ones in [0, 1].
+    reduction 'none' (the default, per element), 'mean' or 'sum'. Composed from ops (no
+    backward of its own); the cross-entropy is binary_cross_entropy_with_logits' stable form.
+    """
+    check_tensor(inputs, "sigmoid_focal_loss", "inputs")
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"sigmoid_focal_loss reduction must be 'none', 'mean' or 'sum', got "
+                         f"{reduction!r}")
+    if not isinstance(targets, Tensor):
+        targets = Tensor(xp.asarray(targets, dtype=inputs.dtype))
+    elif targets.dtype != inputs.dtype:
+        targets = ew.cast(targets, inputs.dtype)
+    if tuple(targets.shape) != tuple(inputs.shape):
+        raise ValueError(f"sigmoid_focal_loss inputs and targets must have the same shape, got "
+                         f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)}")
+    p = sigmoid(inputs)
+    ce = (1 - targets) * inputs + softplus(-inputs)  # -y log p - (1 - y) log(1 - p), no exp(x)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss

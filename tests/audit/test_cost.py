@@ -46,6 +46,17 @@ def test_cnn_flops_match_hand_count():
     assert by["0"]["activation_bytes"] == 2 * 4 * 8 * 8 * 4
 
 
+def test_transposed_conv_flops_match_hand_count():
+    # every input value is multiplied into (O/G) x KH x KW outputs: the conv's count turned over
+    layer = nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2)
+    report = profile_model(layer, lw.randn(3, 4, 5, 5))
+    by = report.by_module()
+    products = 2 * (3 * 4 * 5 * 5) * (6 // 2) * (2 * 2)
+    out_values = 3 * 6 * 10 * 10
+    assert by[""]["forward_flops"] == products + out_values
+    assert by[""]["backward_flops"] == products + out_values  # dW + db, no dx
+
+
 def test_attention_flops_match_hand_count():
     b, t, e, h = 2, 5, 8, 2
     d = e // h

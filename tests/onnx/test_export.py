@@ -81,6 +81,26 @@ def test_residual_cnn_with_batch_norm_and_adaptive_pooling():
     assert {"blocks.0.bn1.running_mean", "blocks.1.conv2.weight", "fc.bias"} <= names
 
 
+class TinyUNet(nn.Module):
+    """Down by a strided conv, up by transposed convs (output_padding, groups, dilation), and a
+    skip connection concatenated on the channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(2, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.head = nn.ConvTranspose2d(6, 3, 2, dilation=2, bias=False)
+
+    def forward(self, x):  # (B, 2, 10, 12) -> (B, 3, 12, 14)
+        return self.head(lw.cat([self.up(F.relu(self.down(x))), x], 1))
+
+
+def test_transposed_convolutions_export_as_conv_transpose():
+    lw.manual_seed(5)
+    proto = run_both(TinyUNet(), images(2, 2, 10, 12), [images(3, 2, 10, 12)])
+    assert sum(n.op_type == "ConvTranspose" for n in proto.graph.node) == 2
+
+
 class Tagger(nn.Module):
     """Embedding -> 2-layer bidirectional LSTM -> Linear, with a padding mask from the ids."""
 

@@ -137,6 +137,22 @@ def np_bilinear(x, size, align_corners):
 # --- cases ----------------------------------------------------------------------------------
 
 
+# 2x2 -> 4x4 by hand: each axis is the same linear map A (4, 2), out = A x A^T. Output row i
+# reads source row (i + 0.5) / 2 - 0.5 = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (its upper
+# neighbour clamped to row 1) without align_corners, and i / 3 with it.
+BILINEAR_2_TO_4 = {
+    False: np.array([[1, 0], [3 / 4, 1 / 4], [1 / 4, 3 / 4], [0, 1]]),
+    True: np.array([[1, 0], [2 / 3, 1 / 3], [1 / 3, 2 / 3], [0, 1]]),
+}
+
+
+def bilinear_2_to_4(align_corners, **size):
+    a = BILINEAR_2_TO_4[align_corners]
+    return OpCase(f"bilinear_2x2_to_4x4_{'corners' if align_corners else 'centres'}",
+                  lambda x: interpolate(x, mode="bilinear", align_corners=align_corners, **size),
+                  lambda x: a @ x @ a.T, [((2, 3, 2, 2),)])
+
+
 def conv_case(name, shapes, bias=True, **kw):
     """x (N, C, H, W), weight (O, C/g, KH, KW)[, bias (O,)] as harness inputs."""
     if bias:
@@ -227,6 +243,8 @@ CASES = [
     OpCase("bilinear_corners",
            lambda x: interpolate(x, size=(5, 2), mode="bilinear", align_corners=True),
            lambda x: np_bilinear(x, (5, 2), True), [((1, 2, 3, 4),)]),
+    bilinear_2_to_4(False, size=(4, 4)),
+    bilinear_2_to_4(True, scale_factor=2),
 ]
 
 (test_forward_matches_numpy, test_gradient_matches_finite_differences,

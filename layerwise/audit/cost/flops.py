@@ -159,6 +159,15 @@ def _conv(shapes, params, out, needs):
     return fwd, bwd
 
 
+def _conv_transpose(shapes, params, out, needs):
+    og = shapes[1][1]  # weight (C, O/groups, *kernel): each input value feeds og*kernel outputs
+    mm = 2 * _numel(shapes[0]) * og * _numel(shapes[1][2:])
+    has_bias = len(shapes) > 2
+    fwd = mm + (_numel(out) if has_bias else 0)
+    bwd = mm * needs[0] + mm * needs[1] + (_numel(out) if has_bias and needs[2] else 0)
+    return fwd, bwd
+
+
 def _attention_cost(lead, tq, tk, d, dv, needs_qk, need_v):
     scores = lead * tq * tk
     fwd = 2 * scores * d + 2 * scores * dv + 6 * scores
@@ -203,6 +212,7 @@ RULES = {
     "MatMul": _matmul,
     "Conv2d": _conv,
     "Conv1d": _conv,
+    "ConvTranspose2d": _conv_transpose,
     "SDPAttention": _sdpa,
     "LSTMFunction": _recurrent,
     "GRUFunction": _recurrent,
