@@ -24,6 +24,8 @@ from layerwise.data.dataset import (
 from layerwise.data.loader import DataLoader, default_collate
 from layerwise.data.samplers import DistributedSampler, ShardSampler
 from layerwise.data.digits import digits_csv_path, digits_splits, load_digits_5k
+from layerwise.data.scenes import digit_scenes
+from layerwise.data.coco import read_coco
 from layerwise.data.mnist import load_mnist, mnist_file_names, mnist_splits, read_idx
 from layerwise.data.text import (
     BPETokenizer, CharTokenizer, lm_splits, load_tokenizer, python_docs_corpus, save_tokenizer,
@@ -43,7 +45,8 @@ from layerwise.data.catalog import (
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split", "stratified_split",
     "DataLoader", "default_collate", "DistributedSampler", "ShardSampler",
-    "load_digits_5k", "digits_splits", "digits_csv_path",
+    "load_digits_5k", "digits_splits", "digits_csv_path", "digit_scenes",
+    "read_coco",
     "read_idx", "load_mnist", "mnist_splits", "mnist_file_names",
     "python_docs_corpus", "CharTokenizer", "BPETokenizer", "load_tokenizer", "save_tokenizer",
     "lm_splits",
