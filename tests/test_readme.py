@@ -23,15 +23,17 @@ import layerwise as lw
 from layerwise.cli.main import main
 from layerwise.train import checkpoint
 from layerwise.train.recipes import RECIPES
+from tests.cli.test_scene_cli import write_coco
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 SMALL_TEXT = ["--set", "corpus_chars=20000"]
+SMALL_SCENES = ["--set", "train_scenes=32", "--set", "eval_scenes=16"]
 # "~0.97 test accuracy" for the default MLP (0.972 measured); the CNN at the README's 3 epochs
 # and seed 1 (0.956 measured).
 ACCURACY_AT_LEAST = {"mlp": 0.95, "cnn": 0.93}
 ADULT_ACCURACY_AT_LEAST = 0.84  # logistic regression's usual ~0.85 (0.858 measured)
-USER_DATA_RECIPES = {"tabular", "cnn", "lstm"}  # what the README trains on --data
+USER_DATA_RECIPES = {"tabular", "cnn", "lstm", "detect"}  # what the README trains on --data
 QUICK = {  # appended to a command; argparse keeps the last value of an option
     "finetune": ["--epochs", "1", "--min-steps", "5"],
     "explain": ["--steps", "8"],
@@ -60,6 +62,8 @@ def _quick_train(argv, keep_epochs):
     given = argv[argv.index("--model") + 1] if "--model" in argv else "mlp"
     if RECIPES[given].task.kind == "image":
         return argv + ["--no-progress"]  # as printed: seconds each
+    if RECIPES[given].task.kind in ("detect", "segment"):  # minutes as printed
+        return argv + ["--epochs", "1", "--no-progress", *SMALL_SCENES]
     small = SMALL_TEXT + (["--set", "sample_tokens=20"] if given in ("gpt", "lstm") else [])
     epochs = [] if keep_epochs else ["--epochs", "1"]
     return argv + [*epochs, "--no-progress", *small]
@@ -129,7 +133,8 @@ def test_the_readme_test_command_is_what_ci_runs():
 
 
 def _write_readme_data():
-    """The photos/ folder and notes.txt that the README's own-data commands name."""
+    """The photos/ folder, notes.txt and shapes/ (a COCO file and its images) that the
+    README's own-data commands name."""
     from PIL import Image
     from pydoc_data.topics import topics
 
@@ -140,6 +145,8 @@ def _write_readme_data():
             pixels = np.clip(rng.normal(brightness, 30, (40, 48, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join("photos", label, f"{i}.png"))
     Path("notes.txt").write_text("\n\n".join(topics.values())[:30_000])
+    os.mkdir("shapes")
+    write_coco(Path("shapes"), n_images=12)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import json
 import math
 import os
 
+from layerwise.audit import card_scenes
 from layerwise.audit.people import cell_name
 from layerwise.serialization import write_text_atomic
 
@@ -118,13 +119,18 @@ def _sections(card, figures):
     parts.append(_intended_use(card["intended_use"]))
     parts.append(_data(card))
     parts.append(_metrics(card, figures))
-    if card.get("disaggregated"):
+    if card.get("disaggregated") and _scene_task(card):
+        parts.append(card_scenes.disaggregated(card["disaggregated"], _table, _fmt))
+    elif card.get("disaggregated"):
         parts.append(_disaggregated(card["disaggregated"], figures))
     if card.get("calibration"):
         parts.append(_calibration(card["calibration"], figures))
     if card.get("robustness"):
         parts.append(_robustness(card["robustness"], figures))
-    if card.get("explanations"):
+    if card.get("explanations") and _scene_task(card):
+        parts.append(card_scenes.explanations(card["explanations"],
+                                              lambda name, alt: _img(figures, name, alt)))
+    elif card.get("explanations"):
         parts.append(_explanations(card["explanations"], figures))
     if "training_cost" in card:
         parts.append(_cost(card["training_cost"]))
@@ -133,9 +139,15 @@ def _sections(card, figures):
     return parts
 
 
+def _scene_task(card):
+    return (card.get("metrics") or {}).get("task") in card_scenes.SCENE_TASKS
+
+
 def _kpis(card):
     m, kpis = card.get("metrics"), []
-    if m and m.get("task") == "regression":
+    if _scene_task(card):
+        kpis = card_scenes.kpis(card)
+    elif m and m.get("task") == "regression":
         lo, hi = m["mae_ci95"]
         kpis.append((f"{m['mae']:.4g}", f"test MAE (95% CI {lo:.4g}&ndash;{hi:.4g})"))
         kpis.append((_fmt(m["r2"]), "test R&sup2;"))
@@ -143,7 +155,9 @@ def _kpis(card):
         lo, hi = m["accuracy_ci95"]
         kpis.append((f"{m['accuracy']:.1%}", f"test accuracy (95% CI {lo:.1%}&ndash;{hi:.1%})"))
     cal = card.get("calibration") or {}
-    if cal.get("task", "classification") == "classification" and "ece" in cal:
+    if _scene_task(card):
+        pass  # its ECE is among the task's own figures
+    elif cal.get("task", "classification") == "classification" and "ece" in cal:
         kpis.append((f"{cal['ece']:.3f}", f"ECE ({cal['n_bins']} bins)"))
     elif cal.get("intervals"):
         kpis.append((f"{cal['coverage']['value']:.1%}",
@@ -235,7 +249,9 @@ def _data(card):
 def _metrics(card, figures):
     m = card.get("metrics")
     parts = ["<h2>Metrics</h2>"]
-    if m and m.get("task") == "regression":
+    if _scene_task(card):
+        parts.append(card_scenes.metrics(m, _fmt))
+    elif m and m.get("task") == "regression":
         r2 = "&ndash;" if m["r2"] is None else f"{m['r2']:.4f}"
         parts.append(f"<p>Test MAE <b>{m['mae']:.4g}</b> (95% interval {m['mae_ci95'][0]:.4g}"
                      f"&ndash;{m['mae_ci95'][1]:.4g}), RMSE <b>{m['rmse']:.4g}</b> "

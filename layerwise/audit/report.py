@@ -261,6 +261,9 @@ def _details(run):
 _DIGITS_USE = ("Classifying centred 28x28 grey-scale handwritten digits (MNIST style) for "
                "teaching and experiments. Not for decisions about people, or for other kinds "
                "of images.")
+_SCENES_USE = ("Finding and labelling handwritten digits in synthetic grey scenes, for teaching "
+               "and experiments with detection and segmentation. Not for decisions about "
+               "people, or for photographs or documents.")
 _CORPUS_USE = ("Teaching and experiments with language models on the run's own corpus; not for "
                "producing text that people will rely on.")
 _SCOPE = {
@@ -271,6 +274,10 @@ _SCOPE = {
     "table": "Evaluated only on held-out rows of the same table; performance on people, places "
              "or times the table does not represent is unknown.",
     "text": "Evaluated only on held-out text from the same source.",
+    "scenes": "Evaluated only on scenes built the same way from held-out digits; performance "
+              "on real photographs, other backgrounds, sizes or crowding is unknown.",
+    "coco": "Evaluated only on held-out images of the same annotation file; performance on "
+            "images from other sources is unknown.",
 }
 
 
@@ -286,7 +293,7 @@ def _intended_use(run):
                                                  "--intended-use)")
     default = None if _user_data(run) else (
         _DIGITS_USE if run.kind == "image" else _CORPUS_USE if run.kind in ("lm", "mlm")
-        else None)
+        else _SCENES_USE if run.kind in ("detect", "segment") else None)
     if default is None:
         return intended_use_section(None)
     return intended_use_section(default, None, f"the '{run.recipe.name}' recipe, for the data "
@@ -294,6 +301,8 @@ def _intended_use(run):
 
 
 def _scope(run):
+    if run.kind in ("detect", "segment"):
+        return _SCOPE["coco" if _user_data(run) else "scenes"]
     if run.kind == "image":
         return _SCOPE["image" if _user_data(run) else "digits"]
     return _SCOPE.get(run.kind, _SCOPE["text"])
@@ -309,9 +318,11 @@ def build_report(run_dir, group_labels=None, group_name="group", full=True, writ
     """
     run = load_run(run_dir)
     if group_labels is not None and run.kind not in ("image", "table"):
+        why = ("a language model, whose card has no per-example predictions"
+               if run.kind in ("lm", "mlm") else "whose card breaks its test scenes down by "
+               "object size and class")
         raise RunError(f"--groups needs an image classifier or a table run; {run_dir} is a "
-                       f"{run.kind!r} run (a language model), whose card has no per-example "
-                       f"predictions")
+                       f"{run.kind!r} run, {why}")
     if group_columns is not None and run.kind != "table":
         raise RunError(f"--group-column without --groups picks one of a table run's group "
                        f"columns; {run_dir} is a {run.kind!r} run: give --groups FILE too")
@@ -336,10 +347,18 @@ def build_report(run_dir, group_labels=None, group_name="group", full=True, writ
         card["model_details"]["predicts"] = audit["metrics"]["task"]
         card.update(audit)
         figures.update(figs)
+    elif run.kind in ("detect", "segment"):
+        from layerwise.audit.scenes import audit_detection, audit_segmentation
+
+        audit, figs = (audit_detection if run.kind == "detect" else audit_segmentation)(run)
+        card.update(audit)
+        figures.update(figs)
     elif any(hasattr(m, "store_attn_weights") for _, m in run.model.named_modules()):
         card["explanations"], figures["attention"] = _attention(run)
     card["training_cost"] = training_cost(run_dir, run.metrics)
     card["caveats"] = caveats(card, _scope(run))
+    if run.kind in ("detect", "segment"):
+        card["caveats"][-1:-1] = card["disaggregated"]["warnings"]
     if "energy_warnings" in card["training_cost"]["values"]:
         card["caveats"].append("Training energy and CO2e are estimates: "
                                + card["training_cost"]["values"]["energy_warnings"] + ".")

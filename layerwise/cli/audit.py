@@ -90,6 +90,9 @@ def print_summary(card):
     if not m:
         print("not an image classifier or a table: the card holds the training record only")
         return
+    if m["task"] in ("detection", "segmentation"):
+        _print_scene_summary(card)
+        return
     if m["task"] == "regression":
         r2 = "-" if m["r2"] is None else f"{m['r2']:.4f}"
         print(f"test MAE {m['mae']:.4g} (95% CI {m['mae_ci95'][0]:.4g}-{m['mae_ci95'][1]:.4g}), "
@@ -140,3 +143,23 @@ def print_summary(card):
     for kind, accs in cor.items():
         if kind not in ("clean", "severities", "n", "note"):
             print(f"  {kind:>9}  " + " ".join(f"{a:.3f}" for a in accs))
+
+
+def _print_scene_summary(card):
+    m, dis, c = card["metrics"], card["disaggregated"], card["calibration"]
+    if m["task"] == "detection":
+        print(f"test mAP@[.5:.95] {m['mAP']:.4f}, AP50 {m['AP50']:.4f}, AP75 {m['AP75']:.4f} "
+              f"({m['n_images']} scenes, {m['n']} objects)")
+        for row in dis["sizes"]:
+            print(f"  {row['label']:>7} objects  n={row['n_objects']:<5} AP {row['AP']:.3f}")
+    else:
+        print(f"test mIoU {m['mIoU']:.4f}, pixel accuracy {m['pixel_accuracy']:.4f} "
+              f"({m['n_images']} scenes)")
+    if dis.get("headline"):
+        print(dis["headline"])
+    for w in dis["warnings"]:
+        print(f"  warning: {w}")
+    print(f"calibration: ECE {c['ece']:.4f}, MCE {c['mce']:.4f}")
+    warning = card["intended_use"].get("warning")
+    if warning:
+        print(f"warning: {warning}")

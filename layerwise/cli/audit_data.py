@@ -111,6 +111,30 @@ def _print_text_report(report):
     return sum(c["n_leaked"] for c in report["contamination"].values())
 
 
+def audit_scene_data(loaded, near_threshold=None):
+    """The data report of a detection or segmentation run: copies of scenes between its
+    splits, duplicate scenes, drift, and the balance of its objects' classes (a detection
+    run's boxes, a segmentation run's classes by the scenes they appear in)."""
+    from layerwise.audit import data_checks as dc
+    from layerwise.backend import xp
+    from layerwise.train.recipes.scenes import arrays, unpacked_objects
+
+    splits = {name: arrays(ds) for name, ds in loaded.splits.items()}
+    # one label for every scene: copies are copies whatever their objects
+    one_class = {name: (x, xp.zeros(len(x), xp.int64)) for name, (x, _) in splits.items()}
+    report = audit_data(one_class, near_threshold)
+    k = len(loaded.info["classes"])
+    for name, (_, target) in splits.items():
+        if loaded.kind == "detect":
+            labels = [label for _, found in unpacked_objects(target) for label in found]
+        else:  # each class once per scene it appears in (mask value class + 1)
+            labels = [value - 1 for mask in target for value in set(mask.ravel().tolist())
+                      if value > 0]
+        report["balance"][name] = dc.class_balance(xp.asarray(labels, dtype=xp.int64), k)
+    report["balance_of"] = "objects" if loaded.kind == "detect" else "scenes with each class"
+    return report
+
+
 def audit_data(splits, near_threshold=None, label_issues=False, folds=5):
     """The data report of {'train': (x, y), 'val': ..., 'test': ...} as a dict."""
     from layerwise.audit import data_checks as dc
@@ -166,6 +190,13 @@ def run(args):
                           f"checked by exact copies of its rows", file=sys.stderr)
                     return 2
             report = audit_table_data(loaded)
+        elif loaded is not None and loaded.kind in ("detect", "segment"):
+            if args.label_issues:
+                print(f"error: --label-issues is for image classifiers; {args.run} is a "
+                      f"{loaded.kind!r} run, whose examples have many labels each",
+                      file=sys.stderr)
+                return 2
+            report = audit_scene_data(loaded, args.near_threshold)
         elif loaded is not None and loaded.kind != "image":
             for given, option in ((args.near_threshold is not None, "--near-threshold"),
                                   (args.label_issues, "--label-issues")):
@@ -212,9 +243,11 @@ def _print_image_report(report):
     for name, d in report["duplicates"].items():
         print(f"{name}: {len(d['duplicate_groups'])} duplicate groups, "
               f"{len(d['conflicting_groups'])} with conflicting labels")
+    counted = report.get("balance_of", "examples")
     for name, b in report["balance"].items():
         rare = ", ".join(map(str, b["rare_classes"])) or "none"
-        print(f"{name} class counts {b['counts']}; rare (< {b['rare_limit']:.3f}): {rare}")
+        print(f"{name} class counts ({counted}) {b['counts']}; rare (< {b['rare_limit']:.3f}): "
+              f"{rare}")
     if "drift_train_test" in report:
         dr = report["drift_train_test"]
         print(f"drift train vs test: max KS {dr['ks_max']:.3f}, domain classifier 2*AUC-1 = "

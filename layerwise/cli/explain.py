@@ -68,6 +68,11 @@ def run(args):
         print(f"error: explain draws maps over images and attention over text; {run_dir} is a "
               f"{loaded.recipe.name!r} run on a table, which has neither", file=sys.stderr)
         return 1
+    if loaded.kind in ("detect", "segment"):
+        print(f"error: explain draws saliency for image classifiers and attention for text; "
+              f"{run_dir} is a {loaded.kind!r} run: `layerwise predict {run_dir} IMAGE` draws "
+              f"its answer over an image, and its card shows test scenes", file=sys.stderr)
+        return 1
     if loaded.kind != "image":
         for option, value in (("--target", args.target), ("--layer", args.layer)):
             if value is not None:  # attention maps have no class and no conv layer to pick

@@ -5,6 +5,9 @@
 
 What the exported model computes, by the run's kind:
     images       images (batch, C, H, W) float32        -> probabilities (batch, classes)
+    detection    images (batch, C, H, W) float32        -> maps (batch, classes + 4, H/4, W/4):
+                                                           heatmap logits, box size, offset
+    segmentation images (batch, C, H, W) float32        -> logits (batch, classes + 1, H, W)
     tables       features (batch, F) float32, encoded    -> probabilities (batch, classes),
                  as the run encoded its table               or prediction (batch, 1) in the
                                                             target's units (regression)
@@ -38,7 +41,9 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "export", help="write a finished run's model as ONNX or as a plain safetensors file",
         description="Write a finished run's model for other tools. onnx: image runs take "
-                    "images (batch, C, H, W) float32 and give probabilities; table runs take "
+                    "images (batch, C, H, W) float32 and give probabilities (detection runs: "
+                    "heatmap, size and offset maps; segmentation runs: per-pixel logits); "
+                    "table runs take "
                     "the encoded features (batch, F) and give probabilities (or the prediction "
                     "in the target's units); language runs take token_ids (batch, sequence) "
                     "int64 and give logits. " + SAFETENSORS_HELP + ".")
@@ -117,6 +122,8 @@ def _interface(loaded):
         return {"fn": model, "example": example, "input": "features", "output": "prediction",
                 "input_shape": ["batch", features], "output_shape": ["batch", 1],
                 "dtype": "float32", "dynamic_axes": None}
+    if kind in ("detect", "segment"):
+        return _scene_model(model, info, rng, kind)
     if kind in ("lm", "mlm"):
         vocab = int(info["vocab_size"])
         limit = _context_limit(model)
@@ -133,8 +140,27 @@ def _interface(loaded):
                 "input_shape": ["batch", sequence], "output_shape": ["batch", sequence, vocab],
                 "dtype": "int64",
                 "dynamic_axes": {"token_ids": {1: "sequence"}} if dynamic else None}
-    raise LayerwiseError(f"export knows image, table and language runs; {loaded.run_dir} is a "
+    raise LayerwiseError(f"export knows image, scene, table and language runs; {loaded.run_dir} is a "
                          f"{loaded.recipe.name!r} run of kind {kind!r}")
+
+
+def _scene_model(model, info, rng, kind):
+    """A detector exports its maps joined in one tensor (heatmap logits, size, offset, as
+    layerwise.train.recipes.scenes.joined_maps); a segmenter its per-pixel logits."""
+    shape = tuple(info["input_shape"])
+    example = rng.random((EXAMPLE_BATCH,) + shape, dtype=np.float32)
+    classes, (_, height, width) = int(info["num_classes"]), shape
+    if kind == "detect":
+        from layerwise.models.detection import STRIDE
+        from layerwise.train.recipes.scenes import joined_maps
+
+        return {"fn": lambda images: joined_maps(model(images)), "example": example,
+                "input": "images", "output": "maps", "input_shape": ["batch", *shape],
+                "output_shape": ["batch", classes + 4, height // STRIDE, width // STRIDE],
+                "dtype": "float32", "dynamic_axes": None}
+    return {"fn": model, "example": example, "input": "images", "output": "logits",
+            "input_shape": ["batch", *shape], "output_shape": ["batch", classes + 1, height, width],
+            "dtype": "float32", "dynamic_axes": None}
 
 
 def _classifier(model, example, input_name, input_shape, classes):

@@ -42,11 +42,12 @@ _RESUME_FORBIDS = ("model", "epochs", "batch_size", "lr", "seed", "data_dir", "n
                    "tokenizer", "set", "data", "target", "group", "drop", "task", "image_size",
                    "intended_use", "intended_users")
 # The recipe `--data PATH` trains when no --model is given, by what PATH holds.
-DEFAULT_RECIPE_FOR = {"table": "tabular", "images": "cnn", "text": "gpt"}
+DEFAULT_RECIPE_FOR = {"table": "tabular", "images": "cnn", "text": "gpt", "coco": "detect"}
 # Options that only one kind of --data takes.
 _TABLE_OPTIONS = ("target", "group", "drop", "task")
 _IMAGE_OPTIONS = ("image_size",)
-_KIND_NOUN = {"table": "a table", "images": "a folder of images", "text": "text"}
+_KIND_NOUN = {"table": "a table", "images": "a folder of images", "text": "text",
+              "coco": "a COCO annotation file"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,8 +91,9 @@ def build_parser():
                        help="train on full MNIST from the IDX files in DIR, not the 5k digits")
     train.add_argument("--data", metavar="PATH",
                        help="train on your own data: a table (CSV, TSV, Parquet), a folder of "
-                       "class subfolders of images, a text file or folder of them, or a shipped "
-                       "table by name (adult, diabetes, breast_cancer)")
+                       "class subfolders of images, a text file or folder of them, a COCO "
+                       "annotation file (instances_*.json, images beside it) for detect or "
+                       "segment, or a shipped table by name (adult, diabetes, breast_cancer)")
     train.add_argument("--target", metavar="COL", help="tables: the column to predict")
     train.add_argument("--group", action="append", metavar="COL",
                        help="tables: a column of people's groups (sex, race, ...) for the "
@@ -101,8 +103,9 @@ def build_parser():
     train.add_argument("--task", choices=("classification", "regression"),
                        help="tables: override the task read off the target's values")
     train.add_argument("--image-size", type=int_in_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
-                       metavar="N", help="image folders: resize every image to N x N "
-                       f"(default: {DEFAULT_IMAGE_SIZE})")
+                       metavar="N", help="image folders and COCO files: resize every image to "
+                       f"N x N (default: {DEFAULT_IMAGE_SIZE} for folders, the recipe's "
+                       "image_size for COCO files)")
     train.add_argument("--intended-use", metavar="TEXT",
                        help="what the model is for and not for: the model card's intended use")
     train.add_argument("--intended-users", metavar="TEXT",
@@ -139,11 +142,11 @@ def build_parser():
     add_generate_parser(commands)
     # The other commands live in their own modules, each adding its parser with a handler.
     from layerwise.cli import (audit, audit_data, compress, cost, datasets, explain, finetune,
-                               report, serve)
+                               predict, report, serve)
     from layerwise.cli import export as export_command
 
     for module in (audit, audit_data, explain, report, cost, compress, finetune, datasets,
-                   serve, export_command):
+                   serve, export_command, predict):
         module.add_parser(commands)
     return parser
 
@@ -263,6 +266,10 @@ def _train(args):
             _check_recipe_takes(recipe, user_data, RECIPES)
             print(f"data: {args.data} is {user_data['why']}: training {name!r}")
         overrides = _overrides(recipe, args)
+        if user_data is not None and user_data["kind"] == "coco" and "image_size" in user_data:
+            # the scene recipes' own setting, so that their checks (a multiple of 8 for the
+            # detector) hold it before any image is read
+            overrides["image_size"] = user_data.pop("image_size")
         try:  # every setting is checked here, before any data is read or directory made
             config = make_config(name, seed=0 if args.seed is None else args.seed,
                                  data_dir=args.data_dir, checkpoint_every=args.checkpoint_every,
@@ -335,7 +342,8 @@ def _user_data(args):
     kind, why = data_kind(path)
     if shipped is not None:
         why = f"the shipped table {args.data!r}, {why}"
-    wrong = (image_given if kind != "images" else []) + (table_given if kind != "table" else [])
+    wrong = (image_given if kind not in ("images", "coco") else []) + \
+        (table_given if kind != "table" else [])
     if wrong:
         raise UsageError(f"{_listed(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply "
                          f"to {args.data!r}, which is {why} ({_KIND_NOUN[kind]})")
@@ -349,6 +357,8 @@ def _user_data(args):
                     drop=list(args.drop or ()), task=args.task)
     if kind == "images":
         data["image_size"] = DEFAULT_IMAGE_SIZE if args.image_size is None else args.image_size
+    if kind == "coco" and args.image_size is not None:
+        data["image_size"] = args.image_size  # the recipe's image_size (see _train)
     return data
 
 

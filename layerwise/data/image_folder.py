@@ -186,6 +186,22 @@ def _decode(path, content, grey, size):
         raise _undecodable(path, err) from None
 
 
+def read_image(path, channels, size):
+    """(C, size, size) float32 in [0, 1] of one image file, as a folder's images are read
+    (grey for ``channels`` 1, else RGB), and the file's own (width, height)."""
+    try:
+        with open(path, "rb") as f:
+            content = f.read()
+        with _pillow().open(io.BytesIO(content), formats=PIL_FORMATS) as im:
+            im.load()
+            return _pixels(im, channels == 1, size), im.size
+    except _decode_errors() as err:
+        if isinstance(err, OSError) and not isinstance(err, _pillow().UnidentifiedImageError) \
+                and getattr(err, "errno", None) is not None:
+            raise  # the file system's error (missing, a folder, no permission): said as such
+        raise _undecodable(path, err) from None
+
+
 def check_image_size(image_size):
     if isinstance(image_size, bool) or not isinstance(image_size, int) or \
             not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:

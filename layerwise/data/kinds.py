@@ -3,6 +3,7 @@
     kind, reason = data_kind("adult.csv.gz")    # ("table", "a .csv file")
     kind, reason = data_kind("photos/")         # ("images", "3 class folders of images")
     kind, reason = data_kind("novel.txt")       # ("text", "a .txt file")
+    kind, reason = data_kind("instances.json")  # ("coco", "a COCO annotation file (.json)")
 
 Decided by names alone (suffixes, folder layout), before any file is read in full: the loader
 of that kind then reads the data and names the file, line or column of anything wrong.
@@ -15,7 +16,8 @@ from layerwise.errors import BadFileError
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
-KINDS = ("table", "images", "text")
+COCO_SUFFIXES = (".json",)  # a COCO-format annotation file (instances_*.json)
+KINDS = ("table", "images", "text", "coco")
 
 
 def _suffix(name):
@@ -32,7 +34,7 @@ def visible_names(names):
 
 
 def data_kind(path):
-    """("table" | "images" | "text", why in a few words) for ``path``; BadFileError (one
+    """("table" | "images" | "text" | "coco", why in a few words) for ``path``; BadFileError (one
     line) for a path that does not exist, an empty folder, or one of no known kind."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -43,10 +45,12 @@ def data_kind(path):
             return "table", f"a {suffix} file"
         if suffix in TEXT_SUFFIXES:
             return "text", f"a {suffix} file"
+        if suffix in COCO_SUFFIXES:
+            return "coco", "a COCO annotation file (.json)"
         raise BadFileError(
             f"--data {path!r}: cannot tell what the file holds from {suffix or 'no suffix'!r}; "
             f"give a table ({', '.join(TABLE_SUFFIXES)}, optionally .gz), a text file "
-            f"({', '.join(TEXT_SUFFIXES)}) or a folder")
+            f"({', '.join(TEXT_SUFFIXES)}), a COCO annotation file (.json) or a folder")
     entries = visible_names(os.listdir(path))
     if not entries:
         raise BadFileError(f"--data {path!r}: the folder is empty; give one subfolder of "

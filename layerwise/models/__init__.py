@@ -3,6 +3,9 @@
 from layerwise.models.vision import MLP, BasicBlock, LeNet, ResNet
 from layerwise.models.gpt import GPT, GPTConfig, KVCache
 from layerwise.models.lstm_lm import LSTMLanguageModel
+from layerwise.models.detection import (
+    CenterNet, centernet_loss, centernet_targets, decode_detections,
+)
 from layerwise.models.bert import (
     BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, mask_tokens, mean_pool,
     nearest,
@@ -12,4 +15,5 @@ __all__ = [
     "MLP", "LeNet", "BasicBlock", "ResNet", "GPT", "GPTConfig", "KVCache", "LSTMLanguageModel",
     "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
     "mask_tokens", "mean_pool", "nearest",
+    "CenterNet", "centernet_targets", "centernet_loss", "decode_detections",
 ]

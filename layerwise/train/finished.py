@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from layerwise.backend import get_rng_state, set_rng_state
 from layerwise.errors import RunError
 from layerwise.train.checkpoint import load_run_weights, read_json
-from layerwise.train.recipes import check_run_config
+from layerwise.train.recipes import TaskData, check_run_config
 
 FINAL_WEIGHTS = "model.safetensors"
 _HISTORY_QUOTE = 40  # bytes of a bad history line shown in the error
@@ -74,6 +74,25 @@ def load_finished_run(run_dir):
         history = read_history(history_path)
     return FinishedRun(run_dir, config, recipe, model, data.splits, metrics, history,
                        data.tokenizer, data.info)
+
+
+def load_model_only(run_dir):
+    """The run's model with its final weights, built without its data where the task can
+    say what the model needs from the config alone (``Task.model_info``): a command that
+    runs the model on one input need not build the splits. ``splits`` is then empty."""
+    config, recipe, weights = finished_config(run_dir)
+    info = recipe.task.model_info(config)
+    if info is None:
+        return load_finished_run(run_dir)
+    state = get_rng_state()
+    try:
+        data = TaskData({}, info=info)
+        hp = recipe.task.settle_hyperparameters(dict(config["hyperparameters"]), data)
+        model = recipe.build(hp, 1, data).model
+    finally:
+        set_rng_state(state)
+    load_run_weights(model, weights)
+    return FinishedRun(run_dir, config, recipe, model, {}, info=info)
 
 
 def read_history(path):

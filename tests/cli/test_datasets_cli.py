@@ -9,9 +9,9 @@ from layerwise.data.catalog import shipped_tables
 def test_the_listing_names_every_data_set_with_its_source_and_licence(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
-    for name in ["digits", "python-docs", *shipped_tables()]:
+    for name in ["digits", "digit-scenes", "python-docs", *shipped_tables()]:
         assert f"\n{name} (" in "\n" + out
-    assert out.count("source:") == out.count("licence:") == 2 + len(shipped_tables())
+    assert out.count("source:") == out.count("licence:") == 3 + len(shipped_tables())
     assert "adult (table, 48,842 rows)" in out and "CC BY 4.0" in out
 
 

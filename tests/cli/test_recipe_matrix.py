@@ -2,7 +2,7 @@
 
 Each family is trained in a small form, interrupted after its second checkpoint (as Ctrl-C
 would), resumed to the end, and then walked through report, audit, audit-data, explain, cost,
-compress, finetune and generate. Each cell must either work (exit 0), refuse with one line
+compress, finetune, generate and predict. Each cell must either work (exit 0), refuse with one line
 on stderr and a non-zero exit, or (audit-data) report what it flags and exit 1 with a
 one-line summary on stderr; a traceback is a failure. ``MATRIX`` says which cells must
 work and which must refuse; the test prints the outcomes it saw.
@@ -17,7 +17,7 @@ from layerwise.train.checkpoint import ResumeCheckpoint
 
 WORK, REFUSE, FLAGS = "works", "refuses", "flags"
 SUBCOMMANDS = ("train", "resume", "report", "audit", "audit-data", "explain", "cost",
-               "compress", "finetune", "generate")
+               "compress", "finetune", "generate", "predict")
 
 # The small form of each family: its tiny recipe, or the full recipe on a few examples.
 FAMILIES = {
@@ -31,11 +31,18 @@ FAMILIES = {
     "cnn-folder": ["--data", "photos", "--image-size", "12", "--epochs", "1", "--set",
                    "batch_size=4"],
     "gpt-text": ["--data", "notes.txt", "--model", "gpt-tiny", "--epochs", "1"],
+    # digit scenes: boxes and masks
+    "detect-tiny": ["--model", "detect-tiny"],
+    "segment-tiny": ["--model", "segment-tiny"],
 }
 
 _IMAGE = {command: WORK for command in SUBCOMMANDS} | {"generate": REFUSE}
 _LANGUAGE = {command: WORK for command in SUBCOMMANDS} | {"compress": REFUSE,
-                                                          "finetune": REFUSE}
+                                                          "finetune": REFUSE, "predict": REFUSE}
+# predicted boxes or masks are drawn by predict and in the card; no saliency, no int8 or
+# distillation of a detector, no digits to fine-tune it on, no text
+_SCENES = {command: WORK for command in SUBCOMMANDS} | {
+    "explain": REFUSE, "compress": REFUSE, "finetune": REFUSE, "generate": REFUSE}
 MATRIX = {
     "tiny": _IMAGE,
     "cnn": _IMAGE,
@@ -46,11 +53,14 @@ MATRIX = {
     # no attributions for table features yet; no int8 or distillation of a table model; no
     # other digits to fine-tune on; no text to generate
     "tabular-tiny": {command: WORK for command in SUBCOMMANDS} | {
-        "explain": REFUSE, "compress": REFUSE, "finetune": REFUSE, "generate": REFUSE},
+        "explain": REFUSE, "compress": REFUSE, "finetune": REFUSE, "generate": REFUSE,
+        "predict": REFUSE},
     "cnn-folder": _IMAGE | {"finetune": REFUSE},  # finetune's other digits are no photos' task
     # one validation window of the first 30k characters of the docs shares 86% of its 13-grams
     # with training text (the docs repeat themselves): flagged
     "gpt-text": _LANGUAGE | {"audit-data": FLAGS},
+    "detect-tiny": _SCENES,
+    "segment-tiny": _SCENES,
 }
 
 
@@ -85,6 +95,8 @@ def _arguments(command, run, out):
         "finetune": ["finetune", run, "--labels-per-class", "5", "--epochs", "1",
                      "--min-steps", "5", "--out", out, "--name", "finetuned"],
         "generate": ["generate", run, "--max-new-tokens", "10", "--seed", "1"],
+        "predict": ["predict", run, os.path.join("photos", "cat", "0.png"), "--out",
+                    os.path.join(out, "predicted.png")],
     }[command]
 
 

@@ -23,13 +23,13 @@ from layerwise.train.recipes.base import (
 )
 # Each family registers its recipes on import: images first (mlp is the default), then the
 # causal language models, then BERT, which builds on their corpus and tokenizer, then the
-# models of a user's table.
-from layerwise.train.recipes import image, language, masked_lm, tabular  # noqa: E402, I001
+# models of a user's table, then detection and segmentation of scenes.
+from layerwise.train.recipes import image, language, masked_lm, tabular, scenes  # noqa: E402, I001
 from layerwise.train.recipes.image import IMAGE, ImageTask, load_datasets, random_shift
 
 __all__ = [
     "DEFAULT_RECIPE", "EVAL_BATCH", "IMAGE", "PROBABILITY", "RECIPES", "TRAINING_SCHEMA",
     "HyperparameterError", "ImageTask", "Parts", "Recipe", "Task", "TaskData",
     "check_run_config", "get_recipe", "image", "language", "load_datasets", "masked_lm",
-    "random_shift", "recipe_of", "register", "tabular", "validate_hyperparameters",
+    "random_shift", "recipe_of", "register", "scenes", "tabular", "validate_hyperparameters",
 ]

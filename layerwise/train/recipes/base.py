@@ -64,6 +64,11 @@ class Task:
         config.json records what this returns. Unchanged by default."""
         return hparams
 
+    def model_info(self, config):
+        """What the recipe's builder needs of the data (``TaskData.info``), from the run's
+        config alone; None when only loading the data can tell (the default)."""
+        return None
+
     def save(self, data, run_dir):
         """Write what the run needs beside its weights (nothing by default)."""
 
