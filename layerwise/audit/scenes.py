@@ -21,7 +21,6 @@ MIN_SCORED = 0.05  # detections below this score are left out of calibration (de
 MIN_CELL_OBJECTS = 30  # a class or size with fewer objects is shown with a warning
 N_DRAWN = 8  # test scenes drawn in the explanation figure
 DRAWN_SCORE = 0.3  # detections drawn in that figure
-SIZE_RANGES = {"small": "area < 32^2 px", "medium": "32^2 to 96^2 px", "large": "> 96^2 px"}
 _COCO_METHOD = ("COCOeval (pycocotools), iouType bbox: AP averaged over IoU thresholds "
                 "0.50:0.05:0.95 and 101 recall points, at most 100 detections an image; AP50 at "
                 "IoU 0.50. Object area is its box's area.")
@@ -39,13 +38,14 @@ def audit_detection(run):
     truth = unpacked_objects(packed)
     found = detect(run.model, images)
     classes = list(run.info["classes"])
-    result = coco_evaluate(truth, found, classes)
+    ranges = size_thirds(truth)
+    result = coco_evaluate(truth, found, classes, area_ranges=ranges)
     sections = {
         "metrics": {"task": "detection", "mAP": result["mAP"], "AP50": result["AP50"],
                     "AP75": result["AP75"], "AR100": result["AR100"],
                     "n_images": result["n_images"], "n": result["n_objects"],
                     "classes": classes, "method": _COCO_METHOD},
-        "disaggregated": _detection_breakdown(result, classes),
+        "disaggregated": _detection_breakdown(result, classes, ranges),
         "calibration": detection_calibration(truth, found),
     }
     figures = {"reliability": plots.reliability_diagram(sections["calibration"]),
@@ -58,9 +58,24 @@ def audit_detection(run):
     return sections, figures
 
 
-def _detection_breakdown(result, classes):
-    rows_size = [{"label": size, "range": SIZE_RANGES[size], **result["per_size"][size]}
-                 for size in SIZE_RANGES]
+def size_thirds(truth):
+    """{name: (low, high)} box areas (px^2) cutting the objects of ``truth`` into thirds: the
+    sizes the card breaks AP down by. COCO's fixed ones (small below 32^2 px) are made for
+    640 px photographs, and every digit of a 96 px scene is small by them."""
+    areas = np.concatenate([np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+                            for boxes, _ in truth] + [np.zeros(0)])
+    if not len(areas):
+        return {"all sizes": (0.0, np.inf)}
+    low, high = np.quantile(areas, [1 / 3, 2 / 3])
+    above = np.nextafter  # COCOeval includes both bounds: the next range starts just above
+    return {"smallest third": (0.0, float(low)),
+            "middle third": (float(above(low, np.inf)), float(high)),
+            "largest third": (float(above(high, np.inf)), float(np.inf))}
+
+
+def _detection_breakdown(result, classes, ranges):
+    rows_size = [{"label": size, "range": _area_range(*ranges[size]),
+                  **result["per_size"][size]} for size in ranges]
     rows_class = [{"label": name, "n_objects": result["per_class_objects"][name],
                    "AP": result["per_class"][name], "AP50": result["per_class_AP50"][name]}
                   for name in classes]
@@ -76,10 +91,24 @@ def _detection_breakdown(result, classes):
         headline = (f"AP by class ranges from {worst['AP']:.3f} (class {worst['label']}, "
                     f"{worst['n_objects']} objects) to {best['AP']:.3f} (class "
                     f"{best['label']}, {best['n_objects']} objects)")
+    coco = ", ".join(f"{size} {_fmt(result[f'AP_{size}'])}" for size in ("small", "medium",
+                                                                          "large"))
     return {"sizes": rows_size, "classes": rows_class, "headline": headline,
             "warnings": warnings,
-            "note": "AP is not a proportion, so no binomial interval is given; cells under "
+            "note": "Sizes are thirds of the test objects by box area. By COCO's fixed sizes "
+                    f"(small below 32^2 px, large above 96^2) AP is {coco}. AP is not a "
+                    "proportion, so no binomial interval is given; cells under "
                     f"{MIN_CELL_OBJECTS} objects are warned about."}
+
+
+def _area_range(low, high):
+    if high == np.inf:
+        return f"> {low:.0f} px^2"
+    return f"{low:.0f} to {high:.0f} px^2" if low > 0 else f"up to {high:.0f} px^2"
+
+
+def _fmt(value):
+    return "undefined (no objects)" if value != value else f"{value:.3f}"
 
 
 def _iou_matrix(a, b):

@@ -151,7 +151,7 @@ def _print_scene_summary(card):
         print(f"test mAP@[.5:.95] {m['mAP']:.4f}, AP50 {m['AP50']:.4f}, AP75 {m['AP75']:.4f} "
               f"({m['n_images']} scenes, {m['n']} objects)")
         for row in dis["sizes"]:
-            print(f"  {row['label']:>7} objects  n={row['n_objects']:<5} AP {row['AP']:.3f}")
+            print(f"  {row['label']} ({row['range']}): n={row['n_objects']}, AP {row['AP']:.3f}")
     else:
         print(f"test mIoU {m['mIoU']:.4f}, pixel accuracy {m['pixel_accuracy']:.4f} "
               f"({m['n_images']} scenes)")

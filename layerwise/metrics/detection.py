@@ -56,7 +56,7 @@ def _objects(entry, i, what, n_classes):
     return xywh.tolist(), labels.astype(xp.int64).tolist(), scores
 
 
-def coco_evaluate(truth, detections, class_names):
+def coco_evaluate(truth, detections, class_names, area_ranges=None):
     """COCO AP and AR of ``detections`` against ``truth``, one entry per image in each.
 
     truth: list of (boxes (k, 4) xyxy, labels (k,)); detections: list of (boxes (m, 4) xyxy,
@@ -66,6 +66,10 @@ def coco_evaluate(truth, detections, class_names):
     IoU 0.50:0.95}, "per_class_AP50", "per_class_objects" {name: count}, "per_size" {"small" |
     "medium" | "large": {"n_objects", "AP", "AP50"}}, and the ints "n_images", "n_objects".
     NaN where no ground truth defines it.
+
+    ``area_ranges``: {name: (low, high)} in square pixels for "per_size" in place of COCO's
+    small (< 32^2), medium and large (> 96^2), which suit 640 px photographs: every digit of a
+    96 px scene is small by them. The summary figures ("AP_small", ...) stay COCO's.
     """
     try:
         from pycocotools.coco import COCO
@@ -104,6 +108,14 @@ def coco_evaluate(truth, detections, class_names):
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+        sized = evaluator
+        if area_ranges is not None:
+            sized = COCOeval(gt, dt, iouType="bbox")
+            sized.params.areaRng = [[0, 1e10]] + [list(map(float, r))
+                                                  for r in area_ranges.values()]
+            sized.params.areaRngLbl = ["all"] + list(area_ranges)
+            sized.evaluate()
+            sized.accumulate()
 
     out = {key: _defined(evaluator.stats[index]) for key, index in _STATS.items()}
     # precision: (IoU thresholds T, recall points R, classes K, area ranges A, maxDets M);
@@ -115,14 +127,14 @@ def coco_evaluate(truth, detections, class_names):
                              for k, name in enumerate(names)}
     out["per_class_objects"] = {name: sum(a["category_id"] == k + 1 for a in annotations)
                                 for k, name in enumerate(names)}
-    # area ranges after "all": small, medium, large, bounds included as COCOeval counts them
+    # the area ranges after "all", bounds included as COCOeval counts them
     out["per_size"] = {}
-    for a, size in enumerate(("small", "medium", "large"), start=1):
-        low, high = evaluator.params.areaRng[a]
+    for a, size in enumerate(sized.params.areaRngLbl[1:], start=1):
+        low, high = sized.params.areaRng[a]
+        p = sized.eval["precision"]
         out["per_size"][size] = {
             "n_objects": sum(low <= ann["area"] <= high for ann in annotations),
-            "AP": _mean_defined(precision[:, :, :, a, -1]),
-            "AP50": _mean_defined(precision[0, :, :, a, -1])}
+            "AP": _mean_defined(p[:, :, :, a, -1]), "AP50": _mean_defined(p[0, :, :, a, -1])}
     out["n_images"], out["n_objects"] = len(images), len(annotations)
     return out
 

@@ -44,7 +44,9 @@ def test_the_detection_card_breaks_ap_down_by_size_and_class(runs):
     metrics = json.loads((runs / "detect-tiny" / "metrics.json").read_text())
     assert m["AP50"] == pytest.approx(metrics["test_AP50"], nan_ok=True)
     dis = card["disaggregated"]
-    assert [r["label"] for r in dis["sizes"]] == ["small", "medium", "large"]
+    sizes = dis["sizes"]
+    assert [r["label"] for r in sizes] == ["smallest third", "middle third", "largest third"]
+    assert sum(r["n_objects"] for r in sizes) == m["n"]  # each object in one third
     assert [r["label"] for r in dis["classes"]] == [str(d) for d in range(10)]
     assert sum(r["n_objects"] for r in dis["classes"]) == m["n"]
     assert card["calibration"]["task"] == "detection"

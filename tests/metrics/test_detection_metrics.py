@@ -125,3 +125,18 @@ def test_without_pycocotools_one_line_says_what_to_install(monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)  # import now fails
     with pytest.raises(ImportError, match=r"pip install 'layerwise\[vision\]'"):
         coco_evaluate([image([BOX], [0])], [image([BOX], [0], [0.5])], NAMES)
+
+
+def test_area_ranges_of_ones_own_break_ap_down_by_size():
+    # a 10x10 object found exactly and a 20x20 one missed: AP 1 among the small, 0 the large
+    truth = [(np.array([[0, 0, 10, 10], [40, 40, 60, 60]], np.float32), np.array([0, 0]))]
+    found = [(np.array([[0, 0, 10, 10]], np.float32), np.array([0.9], np.float32),
+              np.array([0]))]
+    out = coco_evaluate(truth, found, ["a"],
+                        area_ranges={"small": (0, 200), "large": (200.5, 1e10)})
+    assert out["per_size"]["small"] == {"n_objects": 1, "AP": pytest.approx(1.0),
+                                        "AP50": pytest.approx(1.0)}
+    assert out["per_size"]["large"] == {"n_objects": 1, "AP": 0.0, "AP50": 0.0}
+    # COCO's own sizes: both objects are small; recall 0.5 at precision 1 covers 51 of COCO's
+    # 101 recall points (0, 0.01, ..., 0.5)
+    assert out["AP_small"] == pytest.approx(51 / 101)
