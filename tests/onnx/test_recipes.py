@@ -48,7 +48,25 @@ def _model(name, task):
             return rng.integers(0, VOCAB, (n, t))
         model = recipe.task.make_model(hp, VOCAB)
         return model, ids(2, 8), [ids(3, 12), ids(1, 5)], {"dynamic_axes": {"input": {1: "t"}}}
+    if kind in ("detect", "segment"):  # a detector's maps joined as `layerwise export` does
+        from layerwise.train.recipes.scenes import joined_maps
+
+        def scenes(n):
+            return rng.random((n, 1, 96, 96), dtype=np.float32)
+        model = recipe.build(hp, 1, None).model  # the digit scenes' shape and classes
+        if kind == "detect":
+            model = _Joined(model, joined_maps)
+        return model, scenes(2), [scenes(3)], {}
     raise AssertionError(f"recipe {name!r} has a kind ({kind!r}) this test does not know")
+
+
+class _Joined(lw.nn.Module):
+    def __init__(self, model, join):
+        super().__init__()
+        self.model, self.join = model, join
+
+    def forward(self, x):
+        return self.join(self.model(x))
 
 
 @pytest.mark.parametrize("name, task", list(_cases()))

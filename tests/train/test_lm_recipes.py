@@ -56,7 +56,10 @@ def test_every_text_recipe_is_registered_with_a_task():
         assert get_recipe(name).task.kind == "image"
     for name in ("tabular", "tabular-tiny"):
         assert get_recipe(name).task.kind == "table"
-    assert all(recipe.task.kind in ("image", "lm", "mlm", "table") for recipe in RECIPES.values())
+    for name in ("detect", "detect-tiny", "segment", "segment-tiny"):
+        assert get_recipe(name).task.kind == name.split("-")[0]
+    assert all(recipe.task.kind in ("image", "lm", "mlm", "table", "detect", "segment")
+               for recipe in RECIPES.values())
 
 
 def test_lm_run_directory_metrics_and_learning(lstm_run):
