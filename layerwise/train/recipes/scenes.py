@@ -18,6 +18,7 @@ from layerwise import optim
 from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import rng, xp
 from layerwise.data import TensorDataset
+from layerwise.data.scenes import CLASS_NAMES, MAX_SCENE_SIZE, MIN_SCENE_SIZE, digit_scenes
 from layerwise.errors import BadFileError
 from layerwise.limits import (
     MAX_EXAMPLES, MAX_WIDTH, Int, IntList, Real, SettingError, check_parameter_count, shown,
@@ -27,7 +28,6 @@ from layerwise.train.checkpoint import RunError
 from layerwise.train.recipes.base import TRAINING_SCHEMA, Parts, Task, TaskData, register
 
 EVAL_SCENES_BATCH = 100  # scenes a forward pass of evaluation holds (96 x 96: ~40 MB of maps)
-MIN_SCENE_SIZE, MAX_SCENE_SIZE = 32, 1024  # pixels a side
 MAX_SCENE_SHIFT = 16  # pixels a training scene may be moved: a sixth of a 96 px scene
 
 
@@ -81,8 +81,6 @@ class SceneTask(Task):
         if record.get("source") == "user":
             scenes = _coco_splits(record, config["seed"], hp["image_size"])
         else:
-            from layerwise.data.scenes import digit_scenes
-
             counts = {"train": hp["train_scenes"], "val": hp["eval_scenes"],
                       "test": hp["eval_scenes"]}
             scenes = digit_scenes(seed=config["seed"], counts=counts, size=hp["image_size"])
@@ -99,8 +97,6 @@ class SceneTask(Task):
         classes and channels need the file."""
         if config["data"].get("source") == "user":
             return None
-        from layerwise.data.scenes import CLASS_NAMES
-
         size = config["hyperparameters"]["image_size"]
         return {"input_shape": [1, size, size], "classes": list(CLASS_NAMES),
                 "num_classes": len(CLASS_NAMES)}
