@@ -1,12 +1,16 @@
 """Train a U-Net on the digit scenes and score it on the 1,000 test scenes: a plain loop.
 
-    uv run python scripts/train_segmenter.py --widths 8 16 32 64 --epochs 6 --lr 3e-3
-    uv run python scripts/train_segmenter.py --dice-weight 1 --json run.json
+    uv run python scripts/train_segmenter.py --threads 1                # the found settings
+    uv run python scripts/train_segmenter.py --epochs 2 --dice-weight 0 --json run.json
 
-Per-pixel cross-entropy (optionally with a class weight on the background and the soft Dice
-loss added), AdamW, linear warm-up then cosine decay per step. After each epoch: the training
-seconds of that epoch (evaluation not counted), the mean training loss, and the test set's
-mIoU, per-class IoU and pixel accuracy from one confusion matrix over all test pixels.
+Per-pixel cross-entropy (optionally with a class weight on the background) plus a multiple
+of the soft Dice loss, AdamW, linear warm-up then cosine decay per step. The output conv's bias
+starts at the log frequencies of the classes in the training masks (the prior initialisation
+of Lin et al. 2017): from PyTorch's zero bias, three epochs of 1,000 scenes at lr 3e-3 still
+left the test pixel accuracy (0.81) below that of calling every pixel background (0.95).
+After each epoch: its training seconds (evaluation not counted), the mean training loss, and
+the test set's mIoU, per-class IoU and pixel accuracy from one confusion matrix over all
+test pixels.
 ``--threads`` caps NumPy's BLAS threads: with 1, an epoch's CPU seconds are one core's time
 even while other processes share the cores, which wall seconds then are not.
 """
@@ -27,23 +31,25 @@ from layerwise.models.segmentation import UNet, dice_loss
 from layerwise.optim import AdamW
 from layerwise.optim.lr_scheduler import warmup_cosine
 
-EVAL_BATCH = 100  # test scenes per forward pass: (100, 16, 96, 96) float32 maps are 59 MB
+EVAL_BATCH = 100  # test scenes a forward pass: (100, 16, 96, 96) maps are 59 MB, im2col 9x that
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--bilinear", action="store_true", help="bilinear upsampling + 1x1 conv")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--train-scenes", type=int, default=4000)
     p.add_argument("--test-scenes", type=int, default=1000)
     p.add_argument("--background-weight", type=float, default=1.0,
                    help="cross-entropy weight of class 0 (the digits weigh 1)")
-    p.add_argument("--dice-weight", type=float, default=0.0, help="add this times dice_loss")
+    p.add_argument("--dice-weight", type=float, default=1.0, help="add this times dice_loss")
+    p.add_argument("--zero-bias", action="store_true",
+                   help="start the output bias at 0 (PyTorch's init) instead of the log priors")
     p.add_argument("--seed", type=int, default=0, help="the scenes' and the model's seed")
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all)")
     p.add_argument("--json", help="write the settings and every epoch's figures here")
@@ -75,6 +81,11 @@ def main(args):
 
     model = UNet(in_channels=1, num_classes=N_MASK_CLASSES, widths=tuple(args.widths),
                  bilinear=args.bilinear)
+    if not args.zero_bias:
+        counts = xp.bincount(train_masks.numpy().ravel(), minlength=N_MASK_CLASSES)
+        # a class absent from the masks gets one pixel's worth, not log(0)
+        prior = xp.maximum(counts, 1) / counts.sum()
+        model.outc.bias.data[...] = xp.log(prior).astype(model.outc.bias.data.dtype)
     optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total_steps = args.epochs * len(loader)
     scheduler = warmup_cosine(optimizer, min(args.warmup_steps, total_steps - 1), total_steps)
@@ -106,6 +117,8 @@ def main(args):
         history.append({"epoch": epoch, "train_seconds": round(seconds, 1),
                         "cpu_seconds": round(cpu, 1), "eval_seconds": round(eval_seconds, 1),
                         "train_loss": sum(losses) / len(losses), **scores})
+        # JSON has no NaN: a class absent from the test set has no IoU
+        history[-1]["per_class"] = [None if v != v else v for v in scores["per_class"]]
         print(f"epoch {epoch}: train {seconds:.1f} s, {cpu:.1f} CPU s (total {train_seconds:.1f} "
               f"s, {train_cpu:.1f} CPU s), loss "
               f"{history[-1]['train_loss']:.4f}, test mIoU {scores['mIoU']:.4f}, pixel accuracy "
@@ -115,7 +128,7 @@ def main(args):
     print(f"training {train_seconds:.0f} s ({train_seconds / args.epochs:.1f} s an epoch), "
           f"{train_cpu:.0f} s of CPU time ({train_cpu / args.epochs:.1f} s an epoch)")
     print("per-class IoU (background, 0..9):",
-          " ".join(f"{v:.3f}" for v in final["per_class"]))
+          " ".join(f"{v:.3f}" for v in scores["per_class"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "parameters": model.num_parameters(),
