@@ -155,7 +155,8 @@ def _subprocess_env():
 
 
 def test_truncated_checkpoint_on_resume_fails_cleanly_in_a_real_process(tmp_path):
-    args = [*CLI, "train", *FAST, "--epochs", "1", "--out", str(tmp_path), "--name", "run"]
+    args = [*CLI, "train", *FAST, "--epochs", "1", "--no-card", "--out", str(tmp_path),
+            "--name", "run"]
     subprocess.run(args, check=True, capture_output=True, env=_subprocess_env())
     run = tmp_path / "run"
     (run / "metrics.json").unlink()  # pretend it was interrupted after its last checkpoint
@@ -170,7 +171,7 @@ def test_truncated_checkpoint_on_resume_fails_cleanly_in_a_real_process(tmp_path
 def test_sigkill_mid_epoch_then_resume_gives_the_same_final_weights(tmp_path):
     """Kill -9 a run just after a mid-epoch checkpoint; --resume must end byte-identical."""
     config = [*FAST, "--epochs", "4", "--batch-size", "16", "--checkpoint-every", "7",
-              "--out", str(tmp_path)]
+              "--no-card", "--out", str(tmp_path)]
     env = _subprocess_env()
     # The reference run goes alongside the one we kill; each is deterministic on its own.
     reference = subprocess.Popen([*CLI, "train", *config, "--name", "straight"], env=env,
@@ -197,8 +198,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_final_weights(tmp_path):
     assert not (run / "model.safetensors").exists()
     assert 0 < record["batch_in_epoch"] < 63
 
-    resumed = subprocess.run([*CLI, "train", "--resume", str(run), "--no-progress"], env=env,
-                             capture_output=True, text=True)
+    resumed = subprocess.run([*CLI, "train", "--resume", str(run), "--no-progress",
+                              "--no-card"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert reference.wait() == 0, reference.stderr.read()
 

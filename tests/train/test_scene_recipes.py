@@ -50,3 +50,18 @@ def test_images_boxes_and_masks_move_together():
             else:
                 assert np.array_equal(after, np.append(box, before[4]))
     assert dropped < (objects[..., 4] >= 0).sum()  # most objects survive a 16 px shift
+
+
+def test_the_segmenter_starts_at_the_training_masks_class_priors():
+    from layerwise.train.recipes import get_recipe
+
+    recipe = get_recipe("segment-tiny")
+    data = recipe.task.load({"hyperparameters": recipe.defaults, "seed": 0,
+                             "data": recipe.task.data_record(recipe.defaults, None)})
+    model = recipe.build(dict(recipe.defaults), 1, data).model
+    masks = data.splits["train"].tensors[1].data
+    share = np.bincount(masks.ravel(), minlength=11) / masks.size
+    expected = np.log(np.maximum(share, 1 / masks.size))  # a class never seen: one pixel's worth
+    np.testing.assert_allclose(model.outc.bias.data, expected, rtol=1e-6)
+    softmax = np.exp(expected) / np.exp(expected).sum()
+    np.testing.assert_allclose(softmax, share / share.sum(), atol=1e-6)  # predicts the shares
