@@ -183,6 +183,9 @@ def _run_command(args):
     except LayerwiseError as err:
         _error(_one_line(err))
         return 1
+    except BrokenPipeError:  # `layerwise ... | head`: the reader has gone, as with SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:  # a missing file, a permission, a full disk: the machine, not a bug
         _error(_os_error(err))
         return 1

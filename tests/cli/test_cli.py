@@ -226,3 +226,12 @@ def test_the_installed_console_script_runs():
                           env=_subprocess_env(), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].startswith("mlp ") and "(default)" in proc.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`layerwise datasets | head -1`: no traceback and no error line once the pipe closes."""
+    proc = subprocess.Popen([*CLI, "datasets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_subprocess_env())
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""

@@ -204,9 +204,10 @@ def detection_metrics(model, dataset, class_names):
 
     images, objects = arrays(dataset)
     result = coco_evaluate(unpacked_objects(objects), detect(model, images), class_names)
-    metrics = {f"test_{k}": v for k, v in result.items() if k not in ("per_class", "n_images",
-                                                                      "n_objects")}
-    metrics["test_AP_per_class"] = result["per_class"]
+    summary = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
+    metrics = {f"test_{k}": _finite_or_none(result[k]) for k in summary}
+    metrics["test_AP_per_class"] = {name: _finite_or_none(v)
+                                    for name, v in result["per_class"].items()}
     metrics["test_images"], metrics["test_objects"] = result["n_images"], result["n_objects"]
     return metrics
 
