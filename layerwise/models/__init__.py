@@ -6,6 +6,7 @@ from layerwise.models.lstm_lm import LSTMLanguageModel
 from layerwise.models.detection import (
     CenterNet, centernet_loss, centernet_targets, decode_detections,
 )
+from layerwise.models.segmentation import UNet, dice_loss
 from layerwise.models.bert import (
     BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, mask_tokens, mean_pool,
     nearest,
@@ -16,4 +17,5 @@ __all__ = [
     "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
     "mask_tokens", "mean_pool", "nearest",
     "CenterNet", "centernet_targets", "centernet_loss", "decode_detections",
+    "UNet", "dice_loss",
 ]
