@@ -3,7 +3,8 @@
     low, high = wilson_interval(correct, n)     # 95% interval of a proportion
 """
 
-import numpy as np
+import math
+
 from scipy.special import ndtri
 
 
@@ -23,7 +24,7 @@ def wilson_interval(successes, n, level=0.95):
     p, n = successes / n, float(n)
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # at p = 0 (or 1) the lower (upper) bound is 0 (1) exactly; spare it the rounding
     low = 0.0 if successes == 0 else float(center - half)
     high = 1.0 if successes == n else float(center + half)

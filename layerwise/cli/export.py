@@ -67,7 +67,7 @@ def run(args):
 
     run_dir = resolve_run(args.run, "runs")
     out = args.out or os.path.join(run_dir, FORMATS[args.format])
-    _check_output(out, run_dir, args.force)
+    check_output(out, run_dir, args.force)
     loaded = load_finished_run(run_dir)
     io = _interface(loaded)
     if args.format == "safetensors":
@@ -90,7 +90,9 @@ def run(args):
     return 0
 
 
-def _check_output(out, run_dir, force):
+def check_output(out, run_dir, force):
+    """Refuse a path that is a folder, a file inside another run's directory, or an existing
+    file without ``force``: one line each."""
     if os.path.isdir(out):
         raise LayerwiseError(f"--out {out} is a directory; give the path of the file to write")
     parent = os.path.dirname(os.path.abspath(out))

@@ -64,6 +64,7 @@ def _score(text):
 
 def run(args):
     from layerwise.cli.audit import resolve_run
+    from layerwise.cli.export import check_output
     from layerwise.data.image_folder import read_image
     from layerwise.train.finished import load_finished_run, load_model_only
 
@@ -90,7 +91,7 @@ def run(args):
     if loaded.kind == "image":
         return _classify(loaded.model, pixels, classes)
     out = args.out or os.path.join(run_dir, "predictions", name + ".png")
-    _check_output(out, args.force)
+    check_output(out, run_dir, args.force)
     picture = _picture(args.image, pixels)
     size = pixels.shape[-1]
     if loaded.kind == "detect":
@@ -111,14 +112,6 @@ def _test_example(loaded, index):
         raise LayerwiseError(f"--scene {index}: the run's test split has {len(test)} examples "
                              f"(0 to {len(test) - 1})")
     return test.tensors[0].data[index]
-
-
-def _check_output(out, force):
-    if os.path.isdir(out):
-        raise LayerwiseError(f"--out {out} is a directory; give the path of the PNG to write")
-    if os.path.lexists(out) and not force:
-        raise LayerwiseError(f"{out} already exists; pass --force to replace it, or --out "
-                             f"another path")
 
 
 def _picture(path, pixels):
