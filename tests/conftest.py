@@ -34,3 +34,10 @@ def two_blas_threads():
         if not threads.available():
             pytest.skip("NumPy's BLAS is not a multi-threaded pthreads OpenBLAS here")
         yield
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end runs marked slow first: xdist hands tests out in this order, so the
+    longest start at once on both workers and the short ones fill in around them, rather than
+    one long run starting last and keeping the suite waiting for it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept

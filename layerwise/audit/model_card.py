@@ -34,7 +34,6 @@ from layerwise.audit.card_html import write_card
 from layerwise.audit.disaggregate import MIN_CELL, group_columns
 from layerwise.audit.people import people_section
 from layerwise.audit.predictions import (
-    BATCH,
     classifier_logits,
     examples,
     host,
@@ -67,7 +66,7 @@ OTHER_DATA = ("Evaluated only on the test data given; performance on people, pla
 
 def card(model, test, groups=None, *, task=None, train=None, val=None, out=None,
          intended_use=None, intended_users=None, name=None, classes=None, positive=None,
-         interval_level=INTERVAL_LEVEL, min_cell=MIN_CELL, batch_size=BATCH):
+         interval_level=INTERVAL_LEVEL, min_cell=MIN_CELL, batch_size=None):
     """Audit ``model`` on ``test``; returns the card (a JSON-ready dict) and, with ``out``,
     writes card.json and card.html into that directory.
 
@@ -131,7 +130,7 @@ def card(model, test, groups=None, *, task=None, train=None, val=None, out=None,
 
 
 def evaluate(model, test, groups=None, task=None, train=None, val=None, classes=None,
-             positive=None, min_cell=MIN_CELL, interval_level=INTERVAL_LEVEL, batch_size=BATCH,
+             positive=None, min_cell=MIN_CELL, interval_level=INTERVAL_LEVEL, batch_size=None,
              table=None):
     """(sections, figures, split sizes) of ``model`` on its data: the sections metrics,
     disaggregated, calibration and, with ``train``, data_checks. ``table``: the TableSplits

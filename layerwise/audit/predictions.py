@@ -12,10 +12,10 @@ not classes, regression data given to a classifier) is one ValueError or TypeErr
 import numpy as np
 
 from layerwise.autograd import Tensor, no_grad
+from layerwise.data.loader import inference_batch_size
 from layerwise.nn import Module
 
 TASKS = ("classification", "regression")
-BATCH = 1024  # examples per forward pass
 _PROB_FLOOR = 1e-300  # the log of a probability of 0: a finite, very large NLL
 _PROBA_SUM_TOLERANCE = 1e-3  # rows of float32 probabilities sum to 1 within ~1e-6
 _SHOWN = 5  # values quoted in a message
@@ -72,12 +72,14 @@ def examples(data, role):
     return x, y
 
 
-def model_outputs(model, x, task=None, batch_size=BATCH):
+def model_outputs(model, x, task=None, batch_size=None):
     """(outputs (N, ...) float64, kind): kind "probabilities" for ``predict_proba``, else
     "values" (logits or predicted values, as ``task`` will read them).
 
     A layerwise Module runs in eval mode without a graph and is left in the mode it had.
+    ``batch_size`` examples go through each call (by default ``inference_batch_size``'s).
     """
+    batch_size = batch_size or inference_batch_size(x.shape[1:])
     if task != "regression" and hasattr(model, "predict_proba"):
         return _batched(model.predict_proba, x, batch_size), "probabilities"
     if isinstance(model, Module):

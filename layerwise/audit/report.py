@@ -33,6 +33,7 @@ from layerwise.audit.sections import (
     summary,
 )
 from layerwise.autograd import Tensor, no_grad
+from layerwise.data.loader import inference_batch_size
 from layerwise.errors import RunError
 from layerwise.train.finished import FinishedRun as LoadedRun  # noqa: F401  (the audit's name)
 from layerwise.train.finished import load_finished_run
@@ -77,8 +78,9 @@ def load_run(run_dir):
     return load_finished_run(run_dir)
 
 
-def predict_logits(model, x, batch_size=1000):
+def predict_logits(model, x, batch_size=None):
     """Logits (N, K) as float64, in eval mode and without a graph."""
+    batch_size = batch_size or inference_batch_size(x.shape[1:])
     out = []
     with no_grad():
         for s in range(0, len(x), batch_size):

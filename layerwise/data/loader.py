@@ -8,6 +8,33 @@ from layerwise.backend import xp
 from layerwise.autograd.tensor import Tensor
 from layerwise.data.dataset import Subset, TensorDataset
 
+# Input values one no-graph forward pass holds, at most: past this a conv net's columns and
+# activations leave the cache and each example costs more. Measured, ms per example: the U-Net
+# on 96x96 scenes 24.6 at batch 256 and 10.4 at 32; the digit CNN 0.25 at 1,000 and 0.18 at 250.
+INFERENCE_BATCH_VALUES = 1 << 18
+MAX_INFERENCE_BATCH = 1000
+
+
+def inference_batch_size(sample_shape):
+    """Examples per forward pass of evaluation (no graph) for inputs of ``sample_shape``: as
+    many as hold INFERENCE_BATCH_VALUES values, from 1 to MAX_INFERENCE_BATCH."""
+    values = max(1, math.prod(sample_shape))
+    return max(1, min(MAX_INFERENCE_BATCH, INFERENCE_BATCH_VALUES // values))
+
+
+def sample_shape(dataset):
+    """The shape of one input of ``dataset`` (its first), () for an empty one."""
+    if len(dataset) == 0:
+        return ()
+    first = dataset[0]
+    first = first[0] if isinstance(first, (tuple, list)) else first
+    return tuple(getattr(first, "shape", ()))
+
+
+def evaluation_loader(dataset):
+    """A DataLoader over ``dataset`` in order, in batches of ``inference_batch_size``."""
+    return DataLoader(dataset, batch_size=inference_batch_size(sample_shape(dataset)))
+
 
 def default_collate(samples):
     """Stack a list of samples into a batch, field by field (as torch's default_collate).

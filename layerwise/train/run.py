@@ -25,6 +25,7 @@ import time
 
 import layerwise
 from layerwise.backend import manual_seed
+from layerwise.data.loader import inference_batch_size, sample_shape
 from layerwise.serialization import load_with_metadata, save
 from layerwise.train import data_parallel
 from layerwise.train.callbacks import BestCheckpoint, EarlyStopping, HistoryLogger
@@ -33,7 +34,7 @@ from layerwise.train.checkpoint import (
 )
 from layerwise.limits import MAX_INTENDED_USE_CHARS, Text, check_settings
 from layerwise.train.recipes import (
-    EVAL_BATCH, HyperparameterError, check_run_config, get_recipe, validate_hyperparameters,
+    HyperparameterError, check_run_config, get_recipe, validate_hyperparameters,
 )
 from layerwise.train.rundir import RunLock, refuse_links, run_path
 from layerwise.train.trainer import Trainer
@@ -181,8 +182,9 @@ def _setup(config, data):
     manual_seed(seed)  # the model's initial weights; a resumed run overwrites them
     # The loader's own generator; seed + 1 keeps its stream apart from the global one.
     train_loader = data_parallel.train_loader(data.splits["train"], hp["batch_size"], seed + 1)
-    val_loader = data_parallel.eval_loader(data.splits["val"],
-                                           hp.get("eval_batch_size", EVAL_BATCH))
+    val_batch = (hp.get("eval_batch_size")
+                 or inference_batch_size(sample_shape(data.splits["val"])))
+    val_loader = data_parallel.eval_loader(data.splits["val"], val_batch)
     try:
         parts = recipe.build(hp, len(train_loader), data)
     except ValueError as err:  # a hyperparameter the model or optimizer refuses

@@ -168,6 +168,7 @@ def test_truncated_checkpoint_on_resume_fails_cleanly_in_a_real_process(tmp_path
     assert_one_error_line(proc.stderr, "last.safetensors", "truncated")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_same_final_weights(tmp_path):
     """Kill -9 a run just after a mid-epoch checkpoint; --resume must end byte-identical."""
     config = [*FAST, "--epochs", "4", "--batch-size", "16", "--checkpoint-every", "7",

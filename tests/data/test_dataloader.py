@@ -172,3 +172,19 @@ def test_load_state_dict_rejects_a_different_loader():
     state = DataLoader(ds, batch_size=2).state_dict()
     with pytest.raises(ValueError, match="batch_size=2 but this loader has batch_size=3"):
         DataLoader(ds, batch_size=3).load_state_dict(state)
+
+
+@pytest.mark.parametrize("shape, batch", [
+    ((1, 28, 28), (1 << 18) // 784),  # a digit: 334 a batch
+    ((1, 96, 96), (1 << 18) // 9216),  # a 96x96 scene: 28
+    ((14,), 1000),  # a table row: capped
+    ((3, 1024, 1024), 1),  # one image past the budget still goes through alone
+])
+def test_inference_batches_hold_a_bounded_number_of_input_values(shape, batch):
+    from layerwise.data.loader import evaluation_loader, inference_batch_size
+
+    assert inference_batch_size(shape) == batch
+    if np.prod(shape) <= 9216:
+        ds = TensorDataset(lw.zeros((1200, *shape)), lw.zeros(1200))
+        sizes = [len(y) for _, y in evaluation_loader(ds)]
+        assert sizes[0] == batch and sum(sizes) == 1200

@@ -75,6 +75,7 @@ def test_experiment_table_and_plot(small_data, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+@pytest.mark.slow
 def test_pretraining_beats_scratch_at_10_labels_per_class_on_every_seed():
     # The claim of the experiment at its smallest label count, with the full data and the
     # default settings except a shorter pre-training (5 epochs instead of 10, to stay fast).

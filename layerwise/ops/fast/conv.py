@@ -35,6 +35,12 @@ MAX_BLOCKED_OUTPUTS = 1024
 MIN_COLUMNS_IN_HALVES = 1 << 22
 
 
+# From this many column values the forward runs as two halves of the output rows on two cores,
+# each copying its columns and taking its product with a one-thread BLAS: the U-Net's 8 -> 8
+# conv on 8 scenes of 96x96 (5.3 M values) 7.73 -> 5.98 ms alone; 0.97x at 0.3 M values.
+MIN_COLUMNS_IN_HALVES_FORWARD = 1 << 19
+
+
 def batch_last(x):
     """(N, C, H, W) -> a (C, H, W, N) view (no copy)."""
     return x.transpose(1, 2, 3, 0)
@@ -192,13 +198,22 @@ class Conv2dBatchLast(FastPath, Conv2d):
         k = cg * kh * kw
         # (C, Hp, Wp, N): a view when x is already batch-last in memory and needs no padding
         xc = pad_batch_last(x, pads) if any(pads) else xp.ascontiguousarray(batch_last(x))
-        cols = xp.empty((groups * k, oh * ow * n), dtype=x.dtype)
-        self.kernel("im2col")(xc, kh, kw, *stride, *dilation, oh, ow, cols)
-        cols = cols.reshape(groups, k, oh * ow * n)  # (G, K, M), a view
+        cols = xp.empty((groups, k, oh * ow * n), dtype=x.dtype)  # (G, K, M)
         w3 = weight.reshape(groups, o // groups, k)  # (G, Og, K)
-        out = xp.matmul(w3, cols)  # (G, Og, M)
-        if bias is not None:
-            out += bias.reshape(groups, o // groups, 1)
+        out = xp.empty((groups, o // groups, oh * ow * n), dtype=x.dtype)  # (G, Og, M)
+        im2col = self.kernel("im2col")
+
+        def output_rows(start, stop):  # the columns and the product for output rows start:stop
+            im2col(xc, kh, kw, *stride, *dilation, start, stop, ow, cols.reshape(groups * k, -1))
+            part = slice(start * ow * n, stop * ow * n)
+            xp.matmul(w3, cols[:, :, part], out=out[:, :, part])
+            if bias is not None:
+                out[:, :, part] += bias.reshape(groups, o // groups, 1)
+
+        if oh >= 2 and cols.size >= MIN_COLUMNS_IN_HALVES_FORWARD:
+            threads.run_pair(lambda: output_rows(0, oh // 2), lambda: output_rows(oh // 2, oh))
+        else:
+            output_rows(0, oh)
         needs = self.needs_input_grad
         if needs:  # keep only what backward will use
             self.cols = cols if needs[1] else None

@@ -87,7 +87,7 @@ def preload(dtype="float32"):
     kernel("max_pool_plane_2x2")(x4[0, :1], xp.empty((1, 1, 2), dtype))
     kernel("scatter_add_rows")(xp.zeros(2, xp.int64), m, m.copy())
     kernel("col2im")(xp.ones((1, 1, 1, 2, 2, 4), dtype), 1, 1, 1, 1, x4.copy())
-    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 2, 2, xp.empty((1, 16), dtype))
+    kernel("im2col")(x4, 1, 1, 1, 1, 1, 1, 0, 2, 2, xp.empty((1, 16), dtype))
     kernel("relu_forward")(v, v.copy(), xp.zeros(4, bool))
     kernel("relu_backward")(v, xp.zeros(4, bool), v.copy())
     kernel("masked_fill_rows")(m, xp.zeros(4, bool), v[0], m.copy())
@@ -402,17 +402,17 @@ def scatter_add_rows(indices, rows, out):
             out[k, d] += rows[j, d]
 
 
-def im2col(xc, kh, kw, sh, sw, dh, dw, oh, ow, cols):
-    """The columns of a convolution: xc (C, Hp, Wp, N), padded and batch-last, into cols
-    (C*KH*KW, OH*OW*N), row (c, ky, kx), column (oy, ox, n) = xc[c, oy*sh + ky*dh,
-    ox*sw + kx*dw, n]. The same copy NumPy makes from the strided view, without its
-    per-run overhead (runs of N values)."""
+def im2col(xc, kh, kw, sh, sw, dh, dw, oy_start, oy_stop, ow, cols):
+    """The columns of a convolution for output rows oy_start to oy_stop: xc (C, Hp, Wp, N),
+    padded and batch-last, into cols (C*KH*KW, OH*OW*N), row (c, ky, kx), column (oy, ox, n)
+    = xc[c, oy*sh + ky*dh, ox*sw + kx*dw, n]. The same copy NumPy makes from the strided view,
+    without its per-run overhead (runs of N values)."""
     c_size, n_size = xc.shape[0], xc.shape[3]
     for c in range(c_size):
         for ky in range(kh):
             for kx in range(kw):
                 r = (c * kh + ky) * kw + kx
-                for oy in range(oh):
+                for oy in range(oy_start, oy_stop):
                     for ox in range(ow):
                         base = (oy * ow + ox) * n_size
                         for n in range(n_size):

@@ -17,7 +17,7 @@ back from disk.
 """
 
 from layerwise.train.recipes.base import (
-    DEFAULT_RECIPE, EVAL_BATCH, PROBABILITY, RECIPES, TRAINING_SCHEMA, HyperparameterError, Parts,
+    DEFAULT_RECIPE, PROBABILITY, RECIPES, TRAINING_SCHEMA, HyperparameterError, Parts,
     Recipe, Task, TaskData, check_run_config, get_recipe, recipe_of, register,
     validate_hyperparameters,
 )
@@ -28,7 +28,7 @@ from layerwise.train.recipes import image, language, masked_lm, tabular, scenes 
 from layerwise.train.recipes.image import IMAGE, ImageTask, load_datasets, random_shift
 
 __all__ = [
-    "DEFAULT_RECIPE", "EVAL_BATCH", "IMAGE", "PROBABILITY", "RECIPES", "TRAINING_SCHEMA",
+    "DEFAULT_RECIPE", "IMAGE", "PROBABILITY", "RECIPES", "TRAINING_SCHEMA",
     "HyperparameterError", "ImageTask", "Parts", "Recipe", "Task", "TaskData",
     "check_run_config", "get_recipe", "image", "language", "load_datasets", "masked_lm",
     "random_shift", "recipe_of", "register", "scenes", "tabular", "validate_hyperparameters",

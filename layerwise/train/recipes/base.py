@@ -13,7 +13,6 @@ from layerwise.limits import (
 from layerwise.train.checkpoint import RunError
 
 DEFAULT_RECIPE = "mlp"
-EVAL_BATCH = 1000  # evaluation holds no graph, so big batches are cheap
 
 
 @dataclass

@@ -15,6 +15,7 @@ from layerwise.backend import rng, xp
 from layerwise.data import (
     DataLoader, Subset, digits_splits, folder_fingerprint, image_folder_splits, mnist_splits,
 )
+from layerwise.data.loader import evaluation_loader
 from layerwise.data.image_folder import check_image_size, find_classes
 from layerwise.errors import BadFileError
 from layerwise.limits import (
@@ -24,7 +25,7 @@ from layerwise.limits import (
 from layerwise.nn import functional as F
 from layerwise.train.checkpoint import RunError
 from layerwise.train.recipes.base import (
-    EVAL_BATCH, PROBABILITY, TRAINING_SCHEMA, Parts, Task, TaskData, register,
+    PROBABILITY, TRAINING_SCHEMA, Parts, Task, TaskData, register,
 )
 
 DIGITS_SHAPE, DIGIT_CLASSES = (1, 28, 28), 10
@@ -62,7 +63,7 @@ class ImageTask(Task):
                                       "num_classes": DIGIT_CLASSES, "classes": classes})
 
     def finish(self, trainer, parts, data, config, run_dir):
-        test = trainer.evaluate(DataLoader(data.splits["test"], batch_size=EVAL_BATCH))
+        test = trainer.evaluate(evaluation_loader(data.splits["test"]))
         last = trainer.history[-1] if trainer.history else {}
         return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                 "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss")}

@@ -25,6 +25,7 @@ from layerwise import nn, optim
 from layerwise.autograd import Tensor, no_grad
 from layerwise.backend import xp
 from layerwise.data import DataLoader, table_splits
+from layerwise.data.loader import MAX_INFERENCE_BATCH, evaluation_loader
 from layerwise.errors import BadFileError
 from layerwise.limits import (
     MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_WIDTH, Int, IntList, check_parameter_count, shown,
@@ -34,7 +35,7 @@ from layerwise.serialization import file_sha256
 from layerwise.stats import wilson_interval
 from layerwise.train.checkpoint import RunError, read_json, write_json
 from layerwise.train.recipes.base import (
-    EVAL_BATCH, PROBABILITY, TRAINING_SCHEMA, Parts, Task, TaskData, register,
+    PROBABILITY, TRAINING_SCHEMA, Parts, Task, TaskData, register,
 )
 from layerwise.train.rundir import run_path
 
@@ -121,7 +122,7 @@ class TableTask(Task):
                    "n_test": len(test_set), "val_loss": last.get("val_loss")}
         if data.info.get("split_copies") is not None:
             metrics["split_copies"] = data.info["split_copies"]
-        test = trainer.evaluate(DataLoader(test_set, batch_size=EVAL_BATCH))
+        test = trainer.evaluate(evaluation_loader(test_set))
         metrics["test_loss"] = test["loss"]
         if data.info["task"] == "classification":
             correct = round(test["accuracy"] * len(test_set))
@@ -184,7 +185,7 @@ def _majority_accuracy(splits):
     return counts["test"][majority] / max(sum(counts["test"]), 1)
 
 
-def predict(model, dataset, batch_size=EVAL_BATCH):
+def predict(model, dataset, batch_size=MAX_INFERENCE_BATCH):
     """(N,) float64 predictions of a regression model, in eval mode and without a graph."""
     was_training = model.training
     model.eval()

@@ -144,3 +144,35 @@ def test_input_gradient_in_two_halves_of_the_channels_matches_one_pass(monkeypat
     assert len(pairs) == 1
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.usefixtures("two_blas_threads")
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, dilation=2, groups=2),
+                                    dict(padding=(2, 0), stride=(3, 1))])
+def test_forward_in_two_halves_of_the_output_rows_matches_one_pass(monkeypatch, kwargs):
+    """From MIN_COLUMNS_IN_HALVES_FORWARD column values each core copies the columns of half
+    the output rows and takes their product (7 or 3 rows here, so the halves differ): the
+    same output and gradients as one pass, and as the reference."""
+    from layerwise.backend import threads
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 4, 13, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    fn = lambda a, b, c: conv2d(a, b, c, **kwargs)  # noqa: E731
+    with lw.no_grad():
+        shape = fn(lw.tensor(x), lw.tensor(w), lw.tensor(bias)).shape
+    probe = rng.standard_normal(shape).astype(np.float32)
+    results, pairs = [], []
+    real = threads.run_pair
+    monkeypatch.setattr(threads, "run_pair", lambda *f: pairs.append(1) or real(*f))
+    for threshold in (0, 1 << 60):
+        monkeypatch.setattr(fast, "MIN_COLUMNS_IN_HALVES_FORWARD", threshold)
+        monkeypatch.setattr(fast, "MIN_COLUMNS_IN_HALVES", 1 << 60)  # the backward in one pass
+        got, reference = path_and_reference(fast.Conv2dBatchLast, fn, [x, w, bias], probe)
+        results.append(got)
+        for a, b in zip(got, reference):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert len(pairs) == 1
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -14,29 +14,34 @@ from tests.ops.fast.common import needs, path_and_reference
 pytestmark = needs(CrossEntropyRows)
 
 
+@pytest.mark.parametrize("class_weights", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_rows_match_the_reference_and_float64(reduction):
+def test_cross_entropy_rows_match_the_reference_and_float64(reduction, class_weights):
     rng = np.random.default_rng(6)
     x = (rng.standard_normal((300, 17)) * 6).astype(np.float32)
     t = rng.integers(0, 17, 300)
     t[::7] = -100  # ignored rows
     weights = np.linspace(0.5, 1.5, 300).astype(np.float32)
     probe = weights if reduction == "none" else np.float32(1)
-    fn = lambda logits: F.cross_entropy(logits, lw.tensor(t), reduction=reduction)
+    class_w = rng.uniform(0.1, 3, 17).astype(np.float32) if class_weights else np.ones(17)
+    given = lw.tensor(class_w.astype(np.float32)) if class_weights else None
+    fn = lambda logits: F.cross_entropy(logits, lw.tensor(t), weight=given, reduction=reduction)
     got, reference = path_and_reference(CrossEntropyRows, fn, [x], probe)
     for a, b in zip(got, reference):
         assert a.dtype == np.float32
-        np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-7)
+        # weighted, the two float32 paths round the weight's product in different places
+        np.testing.assert_allclose(a, b, rtol=1e-5 if class_weights else 2e-6, atol=2e-7)
     # and against float64: -log softmax at the target, gradient softmax - one_hot
     x64 = x.astype(np.float64)
     lse = np.log(np.exp(x64 - x64.max(1, keepdims=True)).sum(1)) + x64.max(1)
     keep = t != -100
-    rows = np.where(keep, lse - x64[np.arange(300), np.where(keep, t, 0)], 0)
+    row_w = np.where(keep, class_w.astype(np.float64)[np.where(keep, t, 0)], 0)
+    rows = row_w * np.where(keep, lse - x64[np.arange(300), np.where(keep, t, 0)], 0)
     grad = np.exp(x64 - lse[:, None])
     grad[np.arange(300)[keep], t[keep]] -= 1
-    grad[~keep] = 0
+    grad *= row_w[:, None]
     if reduction == "mean":
-        want, grad = rows.sum() / keep.sum(), grad / keep.sum()
+        want, grad = rows.sum() / row_w.sum(), grad / row_w.sum()
     elif reduction == "sum":
         want = rows.sum()
     else:
@@ -70,8 +75,8 @@ def _chosen(**call):
 
 @pytest.mark.parametrize("case, fast", [
     ("class indices", True), ("(N, C, d) logits", True), ("float64 logits", False),
-    ("class weights", False), ("label smoothing", False), ("class probabilities", False)])
-def test_cross_entropy_rows_run_only_for_float32_class_indices_unweighted(case, fast):
+    ("class weights", True), ("label smoothing", False), ("class probabilities", False)])
+def test_cross_entropy_rows_run_only_for_float32_class_indices(case, fast):
     rng = np.random.default_rng(9)
     call = {
         "class indices": {},
