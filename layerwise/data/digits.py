@@ -79,7 +79,11 @@ def load_digits_5k():
 
 
 def digits_splits(seed=0, fractions=(0.8, 0.1, 0.1)):
-    """{'train', 'val', 'test'} TensorDatasets of (images, labels) from a stratified split."""
+    """{'train', 'val', 'test'} TensorDatasets of (images, labels) from a stratified split.
+
+    Each split holds its examples class by class (all 0s, then all 1s, ...): shuffle it
+    (``DataLoader(..., shuffle=True)``) or take a random subset, never its first rows, when
+    you want a few of every class."""
     if len(fractions) != 3:
         raise ValueError(f"fractions must be (train, val, test), got {tuple(fractions)}")
     images, labels = load_digits_5k()
