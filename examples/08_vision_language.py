@@ -48,8 +48,7 @@ def train(model, batch_loss, steps):
 
 # --- vision: a CNN, then where it looks --------------------------------------------------------
 digits = lw.data.digits_splits(seed=0)
-x, y = (t.numpy() for t in digits["train"].tensors)
-test_x, test_y = (t.numpy() for t in digits["test"].tensors)
+(x, y), (test_x, test_y) = ((t.numpy() for t in digits[s].tensors) for s in ("train", "test"))
 cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 8, 14, 14)
                     nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),  # the last conv: (N, 16, 14, 14)
                     nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
@@ -107,15 +106,14 @@ for t in (0.5, 1.0, 1.5):
 
 # --- language: a tiny BERT's sentence embeddings, searched by cosine --------------------------
 sentences = corpus_sentences(docs[-60_000:], limit=50 if quick else None)
-query = sentences[1]  # a sentence of the index: its nearest must be itself
 with tempfile.TemporaryDirectory() as runs:
     size = dict(corpus_chars=5_000, epochs=1) if quick else {}  # bert-tiny: 20k chars, 4 epochs
     run, metrics = start_run(make_config("bert-tiny", seed=0, **size), out_dir=runs,
                              progress=False, verbose=False)
     index = build_index(run, sentences)  # (N, H) mean-pooled, centred, unit embeddings
 print(f"BERT masked-character accuracy: {metrics['val_mlm_accuracy']:.3f}")
-print(f"search query: {query}")
-print(f"search top hit: {search(index, query, k=1)[0][2]}")
+print(f"search query: {sentences[1]}")  # a sentence of the index: its nearest must be itself
+print(f"search top hit: {search(index, sentences[1], k=1)[0][2]}")
 question = "A traceback object is the stack trace of an exception."  # not in the index
 print(f"search for {question!r}: {search(index, question, k=1)[0][2]}")
 

@@ -30,13 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import layerwise as lw
-from layerwise import nn
-from layerwise.audit import (auroc, calibration_error, count_flops, disaggregate,
-                             emissions_record, fit_temperature, headline, max_softmax,
-                             softmax, uniform_noise_like)
-from layerwise.audit.cost import EnergyMeter
-from layerwise.compress import (magnitude_prune, quantize_dynamic, save_quantized, save_sparse,
-                                to_sparse)
+from layerwise import audit, compress, nn
 from layerwise.nn import functional as F
 from tour import options, plt, save
 
@@ -62,52 +56,47 @@ def logits(model, x):
         return model(lw.tensor(x)).numpy()
 
 
-def accuracy(model, x, y):
-    return float((logits(model, x).argmax(axis=1) == y).mean())
-
-
 # --- 1. whom it fails: error rates by sex x race on the census ------------------------------
 adult = lw.data.table_splits(lw.data.adult_path(), target="income", groups=["sex", "race"])
-x, y = (t.numpy() for t in adult["train"].tensors)
-test_x, test_y = (t.numpy() for t in adult["test"].tensors)
+(x, y), (test_x, test_y) = ((t.numpy() for t in adult[s].tensors) for s in ("train", "test"))
 census = train(nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 2)),
                x[::every], y[::every], 100 if quick else 600, batch_size=256)
-result = disaggregate(test_y, logits(census, test_x).argmax(axis=1), adult.groups["test"])
+result = audit.disaggregate(test_y, logits(census, test_x).argmax(axis=1), adult.groups["test"])
 by_cell = result["breakdowns"][2]  # sex, race, then sex x race
 worst = next(c for c in by_cell["cells"] if c["label"] == by_cell["compare"]["error_rate"]["worst"])
 print(f"overall error rate: {result['overall']['error_rate']['value']:.3f}")
 print(f"worst group: {worst['label']} (n={worst['n']})")
 print("worst group error rate: {value:.3f} (95% CI {ci[0]:.3f} to {ci[1]:.3f})".format(
     **worst["error_rate"]))
-print(headline(result))
+print(audit.headline(result))
 
 # --- 2-4. a digit classifier: its confidence, the unknown, its energy ---------------------------
 digits = lw.data.digits_splits(seed=0)
 (x, y), (val_x, val_y), (test_x, test_y) = ((t.numpy() for t in digits[s].tensors)
                                             for s in ("train", "val", "test"))
 mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
-with count_flops(mlp) as flops:  # one training step, forward and the backward it implies
+with audit.count_flops(mlp) as flops:  # one training step, forward and the backward it implies
     F.cross_entropy(mlp(lw.tensor(x[:64])), lw.tensor(y[:64]))
 print(f"FLOPs per training step of 64 digits: {flops.total_flops}")
-meter = EnergyMeter().start()
+meter = audit.cost.EnergyMeter().start()
 train(mlp, x[::every], y[::every], 150 if quick else 1500)
-cost = emissions_record(meter.stop())
+cost = audit.emissions_record(meter.stop())
 print(f"training energy: {cost['energy_kwh'] * 3.6e6:.4g} J")
 print(f"training CO2: {cost['emissions_kg'] * 1000:.4g} g")
 print(f"grid intensity: {cost['grid_intensity_kg_per_kwh'] * 1000:g} g/kWh ({cost['country']})")
-temperature = fit_temperature(logits(mlp, val_x), val_y)
+temperature = audit.fit_temperature(logits(mlp, val_x), val_y)
 test_logits = logits(mlp, test_x)
-before = calibration_error(softmax(test_logits), test_y)
-after = calibration_error(softmax(test_logits, temperature), test_y)
+before = audit.calibration_error(audit.softmax(test_logits), test_y)
+after = audit.calibration_error(audit.softmax(test_logits, temperature), test_y)
 print(f"fitted temperature: {temperature:.2f}")
 print(f"ECE before temperature scaling: {before['ece']:.4f}")
 print(f"ECE after temperature scaling: {after['ece']:.4f}")
-unknown = {"noise": uniform_noise_like(test_x, seed=0),  # images it was never shown:
+unknown = {"noise": audit.uniform_noise_like(test_x, seed=0),  # images it was never shown:
            "shuffled digits": rng.permuted(test_x.reshape(len(test_x), -1), axis=1)}  # no shape
+known = audit.max_softmax(test_logits)
 for name, images in unknown.items():
-    scores = max_softmax(logits(mlp, images.reshape(test_x.shape)))
-    print(f"OOD AUROC, digits vs {name} by max softmax: "
-          f"{auroc(max_softmax(test_logits), scores):.3f}")
+    scores = audit.max_softmax(logits(mlp, images.reshape(test_x.shape)))
+    print(f"OOD AUROC, digits vs {name} by max softmax: {audit.auroc(known, scores):.3f}")
 
 
 # --- 5. compression: pruning to several sparsities, and int8 ----------------------------------
@@ -119,12 +108,13 @@ def file_kb(model, write):
 
 compressed = {"dense": mlp}
 for s in (0.5, 0.8, 0.9, 0.95):  # the s smallest |weights| of all layers set to 0, kept as CSR
-    compressed[f"{s:.0%} pruned"] = to_sparse(magnitude_prune(mlp, s).remove())
-compressed["int8"] = quantize_dynamic(mlp)
+    compressed[f"{s:.0%} pruned"] = compress.to_sparse(compress.magnitude_prune(mlp, s).remove())
+compressed["int8"] = compress.quantize_dynamic(mlp)
 sizes, accs = {}, {}
 for name, model in compressed.items():
-    sizes[name] = file_kb(model, save_quantized if name == "int8" else save_sparse)
-    accs[name] = accuracy(model, test_x, test_y)
+    write = compress.save_quantized if name == "int8" else compress.save_sparse
+    sizes[name] = file_kb(model, write)
+    accs[name] = float((logits(model, test_x).argmax(axis=1) == test_y).mean())
     print(f"accuracy {name}: {accs[name]:.3f}")
     print(f"file size {name} (KB): {sizes[name]:.1f}")
 
