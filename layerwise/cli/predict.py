@@ -15,7 +15,7 @@ only with --force.
 
 import os
 
-from layerwise.cli.argtypes import int_in_range
+from layerwise.cli.argtypes import float_in_range, int_in_range
 from layerwise.errors import LayerwiseError
 from layerwise.limits import MAX_EXAMPLES
 
@@ -42,24 +42,12 @@ def add_parser(subparsers):
                         "trained on)")
     p.add_argument("--out", metavar="PATH",
                    help="the PNG to write (default: RUN/predictions/IMAGE_NAME.png)")
-    p.add_argument("--score", type=_score, default=DRAWN_SCORE, metavar="S",
+    p.add_argument("--score", type=float_in_range(0, 1), default=DRAWN_SCORE, metavar="S",
                    help=f"detection: print and draw objects scored at least S "
                         f"(default: {DRAWN_SCORE})")
     p.add_argument("--force", action="store_true", help="replace an existing file at the path")
     p.set_defaults(handler=run)
     return p
-
-
-def _score(text):
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {text!r}")
-    return value
 
 
 def run(args):

@@ -91,7 +91,7 @@ def test_predict_on_a_test_scene_never_overwrites(runs, capsys):
     (["IMAGE", "--scene", "0"], "not both"),
     (["missing.png"], "does not exist"),
     (["--scene", "8"], "has 8 examples (0 to 7)"),
-    (["--scene", "0", "--score", "1.5"], "expected a score from 0 to 1, got '1.5'"),
+    (["--scene", "0", "--score", "1.5"], "must be a number from 0 to 1, got 1.5"),
 ])
 def test_predict_refuses_in_one_line(runs, scene_png, argv, says, capsys):
     argv = [scene_png if a == "IMAGE" else a for a in argv]

@@ -34,7 +34,8 @@ class CrossEntropyRows(FastPath, CrossEntropy):
         if weight is None:
             self.row_weight, self.denom = None, int(kept.sum())
         else:  # (N,): each row's target weight, 0 where ignored
-            self.row_weight = xp.where(kept, weight.astype(logits.dtype)[xp.where(kept, target, 0)], 0)
+            weight = weight.astype(logits.dtype)
+            self.row_weight = xp.where(kept, weight[xp.where(kept, target, 0)], 0)
             per_row *= self.row_weight
             self.denom = self.row_weight.sum()
         self.reduction = reduction
